@@ -153,12 +153,12 @@ def _iter_parquet(path: Path, kind: Kind, chunk_rows: int) -> Iterator[pd.DataFr
         lines = np.arange(offset + 1, offset + len(frame) + 1, dtype=np.int64)
         for column, type_ in zip(kind.columns, kind.types):
             values = frame[column]
-            bad = values.isna().to_numpy()
+            bad = values.isna().to_numpy().copy()
             if type_ == TEXT:
-                bad |= values.astype(str).str.strip().eq("").to_numpy()
+                bad = bad | values.astype(str).str.strip().eq("").to_numpy()
             elif type_ == INT and not pd.api.types.is_integer_dtype(values):
                 as_num = pd.to_numeric(values, errors="coerce")
-                bad |= as_num.isna().to_numpy() | (as_num % 1 != 0).fillna(True).to_numpy()
+                bad = bad | as_num.isna().to_numpy() | (as_num % 1 != 0).fillna(True).to_numpy()
             if bad.any():
                 what = "empty" if type_ == TEXT else "missing or non-integer" if type_ == INT else "missing"
                 raise InputError(path, f"{what} {column} (row {lines[bad.argmax()]})", int(lines[bad.argmax()]))
