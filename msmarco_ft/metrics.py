@@ -41,9 +41,11 @@ def check_run(run: pd.DataFrame, path=None) -> None:
 
 def relevant_qrels(qrels: pd.DataFrame) -> pd.DataFrame:
     """Relevant judgements (rel > 0), one row per (qid, pid) with the highest grade given."""
-    rel = qrels.loc[qrels["rel"].to_numpy() > 0, ["qid", "pid", "rel"]]
-    return (rel.groupby(["qid", "pid"], sort=True, as_index=False)["rel"].max()
-            .astype({"qid": np.int64, "pid": np.int64, "rel": np.int64}))
+    keep = qrels["rel"].to_numpy() > 0
+    # Rebuilt from arrays: frames from formats.read_table carry attrs (line numbers) that pandas cannot
+    # compare when it concatenates.
+    rel = pd.DataFrame({c: qrels[c].to_numpy()[keep].astype(np.int64) for c in ("qid", "pid", "rel")})
+    return rel.groupby(["qid", "pid"], sort=True, as_index=False)["rel"].max()
 
 
 def _hits(rel: pd.DataFrame, run: pd.DataFrame) -> pd.DataFrame:
@@ -92,7 +94,7 @@ def run_depth(run: pd.DataFrame) -> int:
     """The most results any one query has (0 for an empty run)."""
     if run.empty:
         return 0
-    return int(run.groupby("qid").size().max())
+    return int(pd.Series(run["qid"].to_numpy()).value_counts().max())
 
 
 def evaluate_run(qrels: pd.DataFrame, run: pd.DataFrame, queries_from: str = "qrels") -> tuple[dict, pd.DataFrame]:
