@@ -163,6 +163,15 @@ def _latency_key(data: dict) -> str | None:
     return model_label(str(name)) if name else None
 
 
+def _names_of(evaluation: Evaluation) -> set[str]:
+    from .models import model_label
+
+    names = {evaluation.name, evaluation.info.get("label")}
+    if evaluation.info.get("model"):
+        names.add(model_label(str(evaluation.info["model"])))  # a merged-adapter eval still names its adapter
+    return names
+
+
 def attach_latency(evaluations: list[Evaluation], latency_files: list) -> dict[str, dict]:
     """Match latency files to models by model label; unmatched files go by position when counts agree."""
     loaded = [(Path(p), load_latency(p)) for p in latency_files]
@@ -170,7 +179,7 @@ def attach_latency(evaluations: list[Evaluation], latency_files: list) -> dict[s
     unmatched = []
     for path, data in loaded:
         key = _latency_key(data)
-        target = next((e for e in evaluations if key and key in (e.name, e.info.get("label"))), None)
+        target = next((e for e in evaluations if key and key in _names_of(e)), None)
         if target is not None and target.name not in by_name:
             by_name[target.name] = {"file": str(path), **latency_summary(data)}
         else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -9,6 +10,7 @@ import pandas as pd
 import pytest
 
 from msmarco_ft.metrics import evaluate_run, mrr_at_k
+from tests.conftest import write_lines
 
 
 def qrels_frame(rows):
@@ -148,3 +150,72 @@ def test_bad_rank_is_an_input_error():
 
     with pytest.raises(InputError, match="below 1"):
         evaluate_run(qrels_frame([(1, 1, 1)]), run_frame([(1, 1, 0)]))
+
+
+# ---------------------------------------------------------------- mrr_calculator.py
+
+
+@pytest.fixture
+def judged_files(tmp_path):
+    from msmarco_ft.formats import write_table, write_trec
+
+    qrels, run = random_case(5, n_queries=12)
+    run = run[run["qid"] != 11].reset_index(drop=True)  # one judged query left unanswered
+    write_lines(tmp_path / "qrels.dev.small.tsv", [f"{q} 0 {p} {r}" for q, p, r in qrels.itertuples(index=False)])
+    for name in ("run.tsv", "run.parquet"):
+        write_table(run, tmp_path / name, "run")
+    write_trec(run, tmp_path / "run.trec", "test")
+    return tmp_path, qrels, run
+
+
+def test_mrr_calculator_reads_every_run_format_alike(judged_files, capsys):
+    import mrr_calculator
+
+    folder, qrels, run = judged_files
+    expected, _ = evaluate_run(qrels, run)
+    for name in ("run.tsv", "run.parquet", "run.trec"):
+        out = folder / f"{name}.metrics.json"
+        assert mrr_calculator.main(["--qrels", str(folder / "qrels.dev.small.tsv"), "--run", str(folder / name),
+                                    "--output", str(out)]) == 0
+        body = json.loads(out.read_text())
+        for key in ("MRR@10", "MRR@100", "Recall@100", "nDCG@10"):
+            assert body["metrics"][key] == pytest.approx(expected[key], abs=1e-6)
+        assert (folder / f"{name}.per_query.parquet").exists()
+    printed = capsys.readouterr()
+    assert "12 in qrels, 11 in run, 11 in both" in printed.out
+    assert "query sets differ" in printed.err
+
+
+def test_mrr_calculator_with_no_arguments_uses_the_default_names(judged_files, monkeypatch, capsys):
+    import mrr_calculator
+
+    folder, qrels, run = judged_files
+    (folder / "evaluation-results").mkdir()
+    (folder / "run.parquet").rename(folder / "evaluation-results" / "base.run.parquet")
+    monkeypatch.chdir(folder)
+    assert mrr_calculator.main([]) == 0
+    printed = capsys.readouterr().out
+    assert "evaluation-results/base.run.parquet" in printed
+    expected = f"{evaluate_run(qrels, run)[0]['MRR@10']:.4f}"
+    assert ["MRR@10", expected] in [line.split() for line in printed.splitlines()]
+    assert mrr_calculator.main(["--queries-from", "run"]) == 0
+    assert "denominator 11 (from run)" in capsys.readouterr().out
+
+
+def test_mrr_calculator_bad_inputs_exit_2(judged_files, capsys):
+    import mrr_calculator
+
+    folder, _, _ = judged_files
+    qrels = str(folder / "qrels.dev.small.tsv")
+    bad_rank = write_lines(folder / "bad.tsv", ["query_id\tpassage_id\trank\tscore", "1\t2\t0\t0.5"])
+    cases = [(["--qrels", qrels, "--run", str(bad_rank)], f"{bad_rank}:2: rank 0 is below 1"),
+             (["--qrels", qrels, "--run", str(folder / "missing.tsv")], "no such file"),
+             (["--qrels", str(folder / "run.tsv"), "--run", str(folder / "run.tsv")], "run.tsv:1:"),
+             (["--run", str(folder / "run.tsv")], "no --qrels given")]
+    for argv, message in cases:
+        assert mrr_calculator.main(argv) == 2
+        assert message in capsys.readouterr().err
+    out = folder / "m.json"
+    out.write_text("{}")
+    assert mrr_calculator.main(["--qrels", qrels, "--run", str(folder / "run.tsv"), "--output", str(out)]) == 2
+    assert "already exists" in capsys.readouterr().err
