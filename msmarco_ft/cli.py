@@ -96,3 +96,33 @@ def write_json(path, data) -> Path:
     with atomic_output(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
     return Path(path)
+
+
+def path_print(path) -> str | None:
+    """Identity of an input: a file's fingerprint, a folder's from its three largest files, else the name."""
+    if path is None:
+        return None
+    path = Path(path)
+    if path.is_file():
+        return fingerprint(path)
+    if path.is_dir():
+        files = sorted((p for p in path.rglob("*") if p.is_file()), key=lambda p: (-p.stat().st_size, str(p)))
+        return ",".join(fingerprint(p) for p in files[:3])
+    return str(path)
+
+
+def signature(args: argparse.Namespace, inputs: dict,
+              ignore=("resume", "overwrite", "verbose", "no_progress")) -> dict:
+    """What makes an output current: the arguments that shape it and the fingerprints of its inputs."""
+    settings = {k: v for k, v in vars(args).items() if k not in ignore}
+    body = {"arguments": settings, "fingerprints": {name: path_print(p) for name, p in inputs.items()}}
+    return json.loads(json.dumps(body, default=str))
+
+
+def is_current(config_path, expected: dict) -> bool:
+    """True when ``config_path`` exists and records ``expected`` as its signature."""
+    try:
+        return json.loads(Path(config_path).read_text()).get("signature") == expected
+    except (OSError, json.JSONDecodeError):
+        return False
+

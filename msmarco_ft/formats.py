@@ -52,6 +52,9 @@ KINDS = {
              tsv_header=("query_id", "passage_id", "rank", "score")),
         Kind("negatives", ("qid", "pid", "rank"), (INT, INT, INT), tsv_header=("query_id", "passage_id", "rank")),
         Kind("triplets", ("query", "positive", "negative"), (TEXT, TEXT, TEXT)),
+        # Scores of judged positives, recorded during mining for the false-negative margin filter.
+        Kind("positive_scores", ("qid", "pid", "score"), (INT, INT, FLOAT),
+             tsv_header=("query_id", "passage_id", "score")),
     )
 }
 # Narrow dtypes where the contract says so; every id is int64.

@@ -152,6 +152,14 @@ class RunningTopK:
         scores, pids = _decode(-np.sort(-keys, axis=1) if keys.size else keys)
         return scores, np.where(pids == _LOW, PAD_PID, pids)
 
+    def merge(self, scores: np.ndarray, pids: np.ndarray) -> None:
+        """Fold another top-k (e.g. of a shard of the collection; pid -1 pads) into this one, exactly."""
+        pids = np.asarray(pids, dtype=np.int64)
+        _check_pids(pids[pids != PAD_PID])
+        keys = _encode(np.asarray(scores, dtype=np.float32), np.where(pids == PAD_PID, _LOW, pids))
+        keys = torch.from_numpy(keys).to(self.device) if self.on_gpu else keys
+        self.keys = _top_keys(self._cat(self.keys, keys), self.k)
+
     def add(self, query_emb, passage_emb, passage_ids) -> None:
         """Fold a block of passages into every query's top-k."""
         ids_np = np.asarray(passage_ids, dtype=np.int64)
