@@ -108,6 +108,8 @@ def run_evaluation(args, plan: EvalPlan) -> str:
 
     cache_dir = None if str(args.cache_dir).lower() == "none" else args.cache_dir
     plan.output_dir.mkdir(parents=True, exist_ok=True)
+    # Outputs being replaced are no longer current: a run interrupted from here on must not look finished.
+    plan.config.unlink(missing_ok=True)
     result = search_collection(model, queries, args.collection, top_k=args.top_k, chunk_size=args.chunk_size,
                                batch_size=args.batch_size, query_batch_size=args.query_batch_size,
                                cache_dir=cache_dir, state_dir=plan.state_dir, resume=args.resume,

@@ -215,3 +215,29 @@ def test_report_bad_inputs_exit_2(tmp_path, synthetic, capsys):
                         "--output-dir", out]) == 2
     assert "per-query file" in capsys.readouterr().err
     assert not (tmp_path / "r" / "report.md").exists()
+
+
+def test_interrupted_search_resumes_to_the_same_result(tmp_path, tiny_model, tiny_data, monkeypatch):
+    import msmarco_ft.search as search
+
+    out = tmp_path / "evals"
+    argv = eval_argv(tiny_model, tiny_data, out, "--cache-dir", "none")
+    assert eval_model.main(argv) == 0
+    expected = pd.read_parquet(out / "tiny-model.run.parquet")
+    real_encode, calls = search.encode_texts, []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 4:  # queries, chunk 1, chunk 2, then the user presses Ctrl-C
+            raise KeyboardInterrupt
+        return real_encode(*args, **kwargs)
+
+    monkeypatch.setattr(search, "encode_texts", interrupted)
+    assert eval_model.main(argv + ["--overwrite"]) == 130
+    assert (out / ".tiny-model.state").is_dir()
+    monkeypatch.setattr(search, "encode_texts", real_encode)
+    assert eval_model.main(argv + ["--resume"]) == 0
+    timing = json.loads((out / "tiny-model.metrics.json").read_text())["timing"]
+    assert timing["resumed_from_chunk"] == 2
+    pd.testing.assert_frame_equal(pd.read_parquet(out / "tiny-model.run.parquet"), expected)
+    assert not (out / ".tiny-model.state").exists()
