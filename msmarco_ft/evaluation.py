@@ -7,7 +7,6 @@ results. ``<label>.config.json`` is written last and records a signature of the 
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -16,15 +15,15 @@ from pathlib import Path
 import pandas as pd
 
 from . import cli
-from .formats import fingerprint, read_table, write_table, write_trec
+from .formats import read_table, write_table, write_trec
 from .metrics import evaluate_run
 from .models import load_model, model_label
 from .reporting import evaluation_paths, write_evaluation
 
 log = logging.getLogger(__name__)
-# Arguments that change the outputs; the rest (batch sizes, cache, device) only change how fast.
-SIGNATURE_ARGS = ("model", "queries", "collection", "qrels", "top_k", "max_queries", "merge", "run_format",
-                  "queries_from", "precision")
+# Arguments that change only how fast the outputs come, not what they hold (the search is exact).
+SPEED_ONLY_ARGS = ("resume", "overwrite", "verbose", "no_progress", "batch_size", "query_batch_size", "chunk_size",
+                   "cache_dir")
 
 
 @dataclass
@@ -53,32 +52,12 @@ class EvalPlan:
         return self.output_dir / f".{self.label}.state"
 
     def is_current(self, signature: dict) -> bool:
-        if not all(p.exists() for p in self.outputs()):
-            return False
-        try:
-            saved = json.loads(self.config.read_text()).get("signature")
-        except json.JSONDecodeError:
-            return False
-        return saved == signature
-
-
-def _path_print(path) -> str | None:
-    """A file's fingerprint; for a model folder, its largest files' (weights change, names do not)."""
-    if path is None:
-        return None
-    path = Path(path)
-    if path.is_file():
-        return fingerprint(path)
-    if path.is_dir():
-        files = sorted((p for p in path.rglob("*") if p.is_file()), key=lambda p: (-p.stat().st_size, str(p)))
-        return ",".join(fingerprint(p) for p in files[:3])
-    return str(path)
+        return all(p.exists() for p in self.outputs()) and cli.is_current(self.config, signature)
 
 
 def current_signature(args) -> dict:
-    settings = {name: getattr(args, name) for name in SIGNATURE_ARGS}
-    prints = {name: _path_print(getattr(args, name)) for name in ("model", "queries", "collection", "qrels")}
-    return {"arguments": settings, "fingerprints": prints}
+    return cli.signature(args, {name: getattr(args, name) for name in ("model", "queries", "collection", "qrels")},
+                         ignore=SPEED_ONLY_ARGS)
 
 
 def _load_queries(args) -> pd.DataFrame:
