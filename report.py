@@ -10,7 +10,7 @@ and their per-query tables. Writes report.md, report.json and metrics.png: per m
 Recall@100 and nDCG@10 with a 95% bootstrap interval over queries, and the paired difference to the
 baseline with a p-value from a paired randomization (sign-flip) test on per-query scores. Latency
 files are matched to models by their model label (else by position); ``--loss-curves`` and
-``--pictures`` embed images in report.md.
+``--pictures`` embed images in report.md (a missing image is skipped with a warning).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def build_parser():
     parser.add_argument("--baseline", required=True, help="the baseline's metrics.json (or its folder)")
     parser.add_argument("--metrics", nargs="+", default=[], help="metrics.json files (or folders) to compare")
     parser.add_argument("--names", nargs="+", default=None,
-                        help="display names: the baseline's first, then one per --metrics file")
+                        help="display names, one per --metrics file (optionally the baseline's first)")
     parser.add_argument("--latency", nargs="+", default=[], help="latency JSON files from inference_times*.py")
     parser.add_argument("--loss-curves", nargs="+", default=[], help="loss-curve PNGs to embed in report.md")
     parser.add_argument("--pictures", nargs="+", default=[], help="other PNGs (e.g. UMAP) to embed in report.md")
@@ -59,16 +59,21 @@ def build_parser():
 
 
 def check_args(args) -> None:
-    expected = 1 + len(args.metrics)
-    if args.names is not None and len(args.names) != expected:
-        raise InputError(None, f"--names needs {expected} names (baseline first), got {len(args.names)}")
+    if args.names is not None and len(args.names) not in (len(args.metrics), 1 + len(args.metrics)):
+        raise InputError(None, f"--names needs one name per --metrics file ({len(args.metrics)}), or one more "
+                               f"for the baseline first; got {len(args.names)}")
     if args.resamples < 100:
         raise InputError(None, f"--resamples must be at least 100, not {args.resamples}")
     if not 0 < args.confidence < 1 or not 0 < args.alpha < 1:
         raise InputError(None, "--confidence and --alpha must be between 0 and 1")
-    for image in [*args.loss_curves, *args.pictures]:
-        if not Path(image).is_file():
-            raise InputError(image, "no such image")
+
+
+def existing_images(paths: list) -> list:
+    """Pictures decorate the report: a missing one is reported and skipped, not fatal."""
+    for path in paths:
+        if not Path(path).is_file():
+            log.warning("%s: no such image; left out of the report", path)
+    return [p for p in paths if Path(p).is_file()]
 
 
 @cli.script
@@ -78,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     check_args(args)
     out = Path(args.output_dir)
     cli.refuse_overwrite([out / "report.md", out / "report.json", out / CHART], args.overwrite)
-    names = args.names or [None] * (1 + len(args.metrics))
+    names = args.names or []
+    names = [None] * (1 + len(args.metrics) - len(names)) + names  # without a name the baseline keeps its label
     evaluations = [load_evaluation(path, name) for path, name in zip([args.baseline, *args.metrics], names)]
     seen = set()
     for evaluation in evaluations:
@@ -93,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
 
     out.mkdir(parents=True, exist_ok=True)
     bar_chart(result, out / CHART)
-    markdown = render_markdown(result, latency, CHART, out, args.loss_curves, args.pictures)
+    markdown = render_markdown(result, latency, CHART, out, existing_images(args.loss_curves),
+                               existing_images(args.pictures))
     cli.write_json(out / "report.json", result)
     with atomic_output(out / "report.md") as tmp:
         tmp.write_text(markdown)

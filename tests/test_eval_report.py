@@ -164,7 +164,8 @@ def test_report_finds_the_real_gain_and_flags_the_worse_model(tmp_path, syntheti
     curve = tmp_path / "loss.png"
     curve.write_bytes(b"\x89PNG fake")
     argv = ["--baseline", str(synthetic["base"]), "--metrics", str(synthetic["better"]), str(synthetic["same"]),
-            str(synthetic["worse"]), "--latency", str(latency), "--loss-curves", str(curve), "--output-dir", str(out),
+            str(synthetic["worse"]), "--names", "better", "same", "worse", "--latency", str(latency),
+            "--loss-curves", str(curve), str(tmp_path / "missing.png"), "--output-dir", str(out),
             "--resamples", "2000"]
     assert report.main(argv) == 0
     result = json.loads((out / "report.json").read_text())
@@ -179,11 +180,12 @@ def test_report_finds_the_real_gain_and_flags_the_worse_model(tmp_path, syntheti
     assert by_name["better"]["latency"]["encode p50 bs=1 (ms)"] == 4.25
     markdown = (out / "report.md").read_text()
     assert "Winner: better" in markdown and "worse is worse than the baseline" in markdown
-    assert "4.25" in markdown and "![loss](../loss.png)" in markdown
+    assert "4.25" in markdown and "![loss](../loss.png)" in markdown and "missing.png" not in markdown
     assert (out / "metrics.png").read_bytes()[:4] == b"\x89PNG"
     assert (out / "config.json").exists()
-    printed = capsys.readouterr().out
-    assert "better" in printed and "Winner: better" in printed
+    printed = capsys.readouterr()
+    assert "base (baseline)" in printed.out and "Winner: better" in printed.out
+    assert "missing.png: no such image" in printed.err
     assert report.main(argv) == 2  # refuses to overwrite
 
 
@@ -202,10 +204,9 @@ def test_report_bad_inputs_exit_2(tmp_path, synthetic, capsys):
     other_queries = write_synthetic(tmp_path, "elsewhere", np.ones(300), qids=np.arange(300) + 1000)
     cases = [
         (["--metrics", str(other_queries)], "same queries"),
-        (["--metrics", str(synthetic["better"]), "--names", "only-one"], "--names"),
+        (["--metrics", str(synthetic["better"]), "--names", "a", "b", "c"], "--names"),
         (["--metrics", str(tmp_path / "nope.metrics.json")], "no such file"),
         (["--metrics", str(synthetic["base"])], "two models are named"),
-        (["--pictures", str(tmp_path / "nope.png")], "no such image"),
     ]
     for extra, message in cases:
         assert report.main(["--baseline", str(synthetic["base"]), "--output-dir", out, *extra]) == 2
