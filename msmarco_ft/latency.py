@@ -292,7 +292,7 @@ def cached_collection(model, args: argparse.Namespace, device: str) -> tuple[np.
     if cache.total_chunks is None:
         log.info("no complete embedding cache in %s for this model: encoding the collection once", args.cache_dir)
         queries = read_table(args.queries, "queries").head(1)
-        search_collection(model, queries, args.collection, top_k=1, chunk_size=args.chunk_size,
+        search_collection(model, queries, args.collection, top_k=args.top_k, chunk_size=args.chunk_size,
                           cache_dir=args.cache_dir, progress=True)
         cache = open_cache()
     chunks = [cache.load(index) for index in range(cache.total_chunks)]
