@@ -140,6 +140,10 @@ def merge_lora(model):
             if isinstance(module, BaseTunerLayer):
                 module.merge()
         merged = _strip_lora(inner)
+    # Loading an adapter leaves PEFT's key renamings on the model; on save they would rename plain weights
+    # to adapter keys (base_model.model.*), so the merged model falls back to its architecture's defaults.
+    if getattr(merged, "_weight_conversions", None) is not None:
+        merged._weight_conversions = None
     if hasattr(transformer, "auto_model"):
         transformer.auto_model = merged
     else:
