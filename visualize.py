@@ -2,7 +2,7 @@
 
 Samples N queries (seeded) that have a judged positive, takes each one's positive and hard negatives
 (ranks 50-200 of --run, or random passages without a run), embeds them with every model, projects
-with UMAP and writes one PNG per model plus a side-by-side comparison, with the mean query-positive
+with UMAP and writes NAME.png per model plus comparison.png side by side, with the mean query-positive
 and query-negative cosine (and their gap) per model in cosine_stats.json and a printed table.
 
   python visualize.py --models sentence-transformers/all-MiniLM-L6-v2 out/demo/models/full-hard \\
@@ -57,8 +57,9 @@ def _labels(models: list[str], names: list[str] | None) -> list[str]:
     if names and len(names) != len(models):
         raise InputError(None, f"--names gives {len(names)} label(s) for {len(models)} model(s)")
     labels = names or [model_label(m) for m in models]
-    if len(set(labels)) != len(labels):
-        raise InputError(None, f"model labels repeat ({', '.join(labels)}); pass distinct --names")
+    if len(set(labels)) != len(labels) or "comparison" in labels:
+        raise InputError(None, f"model labels must be distinct and not 'comparison' ({', '.join(labels)}); "
+                               "pass other --names")
     return labels
 
 
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         raise InputError(None, "--num-queries and --negatives-per-query must be at least 1")
     names = _labels(args.models, args.names)
     out = Path(args.output_dir)
-    outputs = [out / f"umap_{name}.png" for name in names] + [out / "umap_comparison.png",
+    outputs = [out / f"{name}.png" for name in names] + [out / "comparison.png",
                                                               out / "cosine_stats.json"]
     cli.refuse_overwrite(outputs, args.overwrite)
 
@@ -96,8 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     caption = (f"{len(sample.queries)} queries from {Path(args.queries).name}, negatives: {sample.negative_source}; "
                f"UMAP ({args.fit} fit, cosine, n_neighbors {args.n_neighbors}, seed {args.seed})")
     for xy, name, stat in zip(coords, names, stats):
-        visual.save_model_png(out / f"umap_{name}.png", xy, sample, name, stat, caption)
-    visual.save_comparison_png(out / "umap_comparison.png", coords, sample, names, stats, caption,
+        visual.save_model_png(out / f"{name}.png", xy, sample, name, stat, caption)
+    visual.save_comparison_png(out / "comparison.png", coords, sample, names, stats, caption,
                                shared=args.fit == "shared")
     cli.write_json(out / "cosine_stats.json", {"models": stats, "sample": sample.stats, "fit": args.fit,
                                                "negatives": sample.negative_source})
@@ -109,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     for stat in stats:
         print(f"{stat['name']:<{width}}  {stat['mean_cos_query_positive']:10.4f}  "
               f"{stat['mean_cos_query_negative']:10.4f}  {stat['gap']:+.4f}  {stat['positive_beats_negatives']:11.1%}")
-    print(f"wrote {out / 'umap_comparison.png'} and {len(names)} per-model PNG(s)")
+    print(f"wrote {out / 'comparison.png'} and {len(names)} per-model PNG(s)")
     return 0
 
 

@@ -79,11 +79,11 @@ def test_cosine_stats_on_known_vectors():
 def test_visualize_writes_pictures_and_numbers(data, tiny_model, tmp_path, capsys):
     out = tmp_path / "umap"
     assert visualize.main(_argv(data, tiny_model, out, "--run", str(data["run"]), "--rank-max", "70")) == 0
-    for name in ("umap_base.png", "umap_tuned.png", "umap_comparison.png"):
+    for name in ("base.png", "tuned.png", "comparison.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     import matplotlib.image
 
-    height, width = matplotlib.image.imread(out / "umap_comparison.png").shape[:2]
+    height, width = matplotlib.image.imread(out / "comparison.png").shape[:2]
     assert width > 1.5 * height  # two panels side by side
     stats = json.loads((out / "cosine_stats.json").read_text())
     assert [m["name"] for m in stats["models"]] == ["base", "tuned"]
