@@ -122,7 +122,8 @@ def _collect_passages(collection_path, pids: np.ndarray, rows: np.ndarray | None
     """One pass: texts of ``pids`` and of the passages at row numbers ``rows``; plus row number -> pid."""
     wanted_rows = np.unique(rows) if rows is not None else np.zeros(0, dtype=np.int64)
     row_pids = np.full(int(wanted_rows.max()) + 1 if len(wanted_rows) else 0, -1, dtype=np.int64)
-    kept: list[pd.DataFrame] = []
+    kept_pids: list[np.ndarray] = []
+    kept_texts: list[np.ndarray] = []
     offset = 0
     for frame in iter_table(collection_path, "collection", chunk_rows=chunk_rows):
         frame_pids = frame["pid"].to_numpy()
@@ -130,7 +131,7 @@ def _collect_passages(collection_path, pids: np.ndarray, rows: np.ndarray | None
         row_pids[local + offset] = frame_pids[local]
         mask = np.isin(frame_pids, pids)
         mask[local] = True
-        kept.append(frame.loc[mask, ["pid", "text"]])
+        kept_pids.append(frame_pids[mask])
+        kept_texts.append(frame["text"].to_numpy()[mask])
         offset += len(frame)
-    found = pd.concat(kept, ignore_index=True).drop_duplicates("pid")
-    return pd.Series(found["text"].to_numpy(), index=found["pid"].to_numpy()), row_pids
+    return pd.Series(np.concatenate(kept_texts), index=np.concatenate(kept_pids)), row_pids
