@@ -20,7 +20,7 @@ import pandas as pd
 
 from .errors import InputError
 from .formats import atomic_output
-from .stats import CONFIDENCE, N_RESAMPLES, SEED, bootstrap_ci, paired_randomization_test
+from .stats import CONFIDENCE, N_RESAMPLES, SEED, bootstrap_cis, paired_randomization_tests
 
 log = logging.getLogger(__name__)
 # Report metric -> per-query column it averages.
@@ -207,19 +207,31 @@ def _check_same_queries(baseline: Evaluation, other: Evaluation) -> None:
 
 def compare(baseline: Evaluation, others: list[Evaluation], n_resamples: int = N_RESAMPLES,
             confidence: float = CONFIDENCE, seed: int = SEED, alpha: float = 0.05) -> dict:
-    """Per model and metric: mean, bootstrap CI, and the paired difference to the baseline with its p-value."""
-    models = []
-    for evaluation in [baseline, *others]:
+    """Per model and metric: mean, bootstrap CI, and the paired difference to the baseline with its p-value.
+
+    Every model and metric is resampled in one pass (same resampled queries, same sign flips).
+    """
+    evaluations = [baseline, *others]
+    for evaluation in others:
         _check_same_queries(baseline, evaluation)
+    columns = list(REPORT_METRICS.values())
+    values = np.hstack([e.per_query[columns].to_numpy(dtype=np.float64) for e in evaluations])
+    low, high = bootstrap_cis(values, confidence, n_resamples, seed)
+    diffs = values[:, len(columns):] - np.tile(values[:, :len(columns)], len(others))
+    p_values = paired_randomization_tests(diffs, n_resamples, seed) if others else np.zeros(0)
+    means = values.mean(axis=0) if len(values) else np.full(values.shape[1], np.nan)
+    models = []
+    for i, evaluation in enumerate(evaluations):
         row = {"name": evaluation.name, "model": evaluation.info.get("model"), "file": str(evaluation.path),
                "queries": len(evaluation.per_query), "metrics": {}, "vs_baseline": {}}
-        for metric, column in REPORT_METRICS.items():
-            values = evaluation.per_query[column].to_numpy(dtype=np.float64)
-            low, high = bootstrap_ci(values, confidence, n_resamples, seed)
-            row["metrics"][metric] = {"value": float(values.mean()), "ci_low": low, "ci_high": high}
-            if evaluation is not baseline:
-                base = baseline.per_query[column].to_numpy(dtype=np.float64)
-                row["vs_baseline"][metric] = paired_randomization_test(values, base, n_resamples, seed)
+        for j, metric in enumerate(REPORT_METRICS):
+            col = i * len(columns) + j
+            row["metrics"][metric] = {"value": float(means[col]), "ci_low": float(low[col]),
+                                      "ci_high": float(high[col])}
+            if i:
+                d = (i - 1) * len(columns) + j
+                row["vs_baseline"][metric] = {"difference": float(diffs[:, d].mean()),
+                                              "p_value": float(p_values[d]), "queries": len(diffs)}
         models.append(row)
     return {"baseline": baseline.name, "models": models, **verdict(models, alpha),
             "settings": {"resamples": n_resamples, "confidence": confidence, "seed": seed, "alpha": alpha,
@@ -247,6 +259,11 @@ def _fmt(value: float, digits: int = 4) -> str:
 
 def _p(value: float) -> str:
     return "n/a" if not np.isfinite(value) else ("<0.0001" if value < 1e-4 else f"{value:.4f}")
+
+
+def _p_phrase(value: float) -> str:
+    text = _p(value)
+    return f"p {text[0]} {text[1:]}" if text.startswith("<") else f"p = {text}"
 
 
 def table_rows(result: dict, latency: dict[str, dict]) -> tuple[list[str], list[list[str]]]:
@@ -287,11 +304,11 @@ def verdict_lines(result: dict) -> list[str]:
         test = best["vs_baseline"][PRIMARY]
         real = "a real gain" if winner["significant"] else "not a significant gain"
         lines = [f"**Winner: {winner['name']}** with {PRIMARY} {value:.4f}, {test['difference']:+.4f} over the "
-                 f"baseline (p = {_p(test['p_value'])}: {real} at α = {alpha})."]
+                 f"baseline ({_p_phrase(test['p_value'])}: {real} at α = {alpha})."]
     for worse in result["worse_than_baseline"]:
         how = "significantly" if worse["significant"] else "not significantly"
         lines.append(f"⚠ **{worse['name']} is worse than the baseline** on {PRIMARY}: {worse['difference']:+.4f} "
-                     f"(p = {_p(worse['p_value'])}, {how} at α = {alpha}).")
+                     f"({_p_phrase(worse['p_value'])}, {how} at α = {alpha}).")
     return lines
 
 

@@ -242,3 +242,19 @@ def test_interrupted_search_resumes_to_the_same_result(tmp_path, tiny_model, tin
     assert timing["resumed_from_chunk"] == 2
     pd.testing.assert_frame_equal(pd.read_parquet(out / "tiny-model.run.parquet"), expected)
     assert not (out / ".tiny-model.state").exists()
+
+
+def test_resampling_agrees_with_scipy_within_monte_carlo_error():
+    from scipy import stats
+
+    rng = np.random.default_rng(11)
+    base = rng.choice([0.0, 0.2, 0.5, 1.0], size=400)
+    system = np.where(rng.random(400) < 0.015, 1.0, base)  # p near 0.05: where the answer matters
+    ours = paired_randomization_test(system, base, n_resamples=4000, seed=2)["p_value"]
+    theirs = stats.permutation_test((system - base,), lambda x, axis: x.mean(axis=axis), permutation_type="samples",
+                                    vectorized=True, n_resamples=4000, rng=np.random.default_rng(5)).pvalue
+    assert 0.001 < theirs < 0.5 and abs(ours - theirs) < 0.03
+    low, high = bootstrap_ci(base, n_resamples=4000, seed=2)
+    ci = stats.bootstrap((base,), np.mean, n_resamples=4000, method="percentile",
+                         rng=np.random.default_rng(5)).confidence_interval
+    assert abs(low - ci.low) < 0.01 and abs(high - ci.high) < 0.01
