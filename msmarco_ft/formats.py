@@ -241,8 +241,9 @@ def _check_unique(path, column, ids, lines, seen) -> np.ndarray:
 def read_table(path, kind: str) -> pd.DataFrame:
     """Read a whole (small) file of one kind: queries, qrels, runs, negatives."""
     frames = list(iter_table(path, kind))
+    lines = np.concatenate([f.attrs.pop("lines") for f in frames])  # pandas cannot compare array attrs in concat
     frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0].reset_index(drop=True)
-    frame.attrs["lines"] = np.concatenate([f.attrs["lines"] for f in frames])
+    frame.attrs["lines"] = lines
     return frame
 
 

@@ -219,3 +219,16 @@ def test_mrr_calculator_bad_inputs_exit_2(judged_files, capsys):
     out.write_text("{}")
     assert mrr_calculator.main(["--qrels", qrels, "--run", str(folder / "run.tsv"), "--output", str(out)]) == 2
     assert "already exists" in capsys.readouterr().err
+
+
+def test_mrr_calculator_reads_a_run_longer_than_one_chunk(tmp_path, capsys):
+    import mrr_calculator
+    from msmarco_ft.formats import CHUNK_ROWS, write_table
+
+    n = CHUNK_ROWS // 100 + 1
+    run = run_frame([(qid, pid, rank) for qid in range(n) for rank, pid in enumerate(range(100), start=1)])
+    write_table(run, tmp_path / "run.parquet", "run")
+    write_lines(tmp_path / "qrels.tsv", [f"{qid} 0 {qid % 100} 1" for qid in range(n)])
+    assert mrr_calculator.main(["--qrels", str(tmp_path / "qrels.tsv"), "--run", str(tmp_path / "run.parquet")]) == 0
+    expected = np.mean([1 / (qid % 100 + 1) for qid in range(n)])
+    assert ["MRR@100", f"{expected:.4f}"] in [line.split() for line in capsys.readouterr().out.splitlines()]
