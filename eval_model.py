@@ -40,14 +40,15 @@ def build_parser():
     parser.add_argument("--top-k", type=int, default=100, help=f"results kept per query (1..{MAX_TOP_K})")
     parser.add_argument("--chunk-size", type=int, default=200_000, help="passages encoded and searched per chunk")
     parser.add_argument("--batch-size", type=int, default=None,
-                        help="passages per encoding batch (default: 512 on GPU, 64 on CPU)")
+                        help="passages per encoding batch; unset: 512 on GPU, 64 on CPU")
     parser.add_argument("--query-batch-size", type=int, default=None,
-                        help="queries per encoding batch (default: 1024 on GPU, 256 on CPU)")
+                        help="queries per encoding batch; unset: 1024 on GPU, 256 on CPU")
     parser.add_argument("--cache-dir", default="cache", help="embedding cache folder; 'none' disables it")
     parser.add_argument("--max-queries", type=int, default=None,
                         help="search only the first N queries (metrics then use only their qrels)")
     parser.add_argument("--merge", action="store_true", help="merge a LoRA adapter into the base weights at load")
-    parser.add_argument("--label", default=None, help="name used in output file names (default: from --model)")
+    parser.add_argument("--label", default=None,
+                        help="name used in output file names; unset: from --model (plus -merged with --merge)")
     parser.add_argument("--run-format", default="parquet", choices=["parquet", "tsv"], help="run file format")
     parser.add_argument("--queries-from", default="qrels", choices=QUERIES_FROM,
                         help="metric denominator: every qrels query (official) or the run's queries (original)")

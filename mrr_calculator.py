@@ -48,8 +48,9 @@ def default_run() -> Path:
 
 def build_parser():
     parser = cli.parser_for(__doc__)
-    parser.add_argument("--qrels", default=None, help=f"qrels file (default: first found of {DEFAULT_QRELS})")
-    parser.add_argument("--run", default=None, help=f"run file (default: newest run in {DEFAULT_RUN_DIR}/)")
+    parser.add_argument("--qrels", default=None,
+                        help=f"qrels file; unset: the first found of {', '.join(DEFAULT_QRELS)}")
+    parser.add_argument("--run", default=None, help=f"run file; unset: the newest run in {DEFAULT_RUN_DIR}/")
     parser.add_argument("--queries-from", default="qrels", choices=QUERIES_FROM,
                         help="denominator: every qrels query (official) or every run query (original project)")
     parser.add_argument("--output", default=None,
