@@ -75,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.output:
         cli.refuse_overwrite([args.output, per_query_path_for(args.output)], args.overwrite)
     qrels = read_table(qrels_path, "qrels")
+    if not (qrels["rel"].to_numpy() > 0).any():
+        raise InputError(qrels_path, "no relevant judgement (rel > 0): nothing to evaluate")
     run = read_table(run_path, "run")
     check_run(run, run_path)
     metrics, per_query = evaluate_run(qrels, run, queries_from=args.queries_from)

@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import cli
+from .errors import InputError
 from .formats import read_table, write_table, write_trec
 from .metrics import evaluate_run
 from .models import load_model, model_label
@@ -72,6 +73,8 @@ def _load_qrels(args, queries: pd.DataFrame) -> pd.DataFrame:
     if args.max_queries:
         # A deliberate subset is scored on its own judgements, not against every query it skipped.
         qrels = qrels[qrels["qid"].isin(queries["qid"])].reset_index(drop=True)
+    if not (qrels["rel"].to_numpy() > 0).any():
+        raise InputError(args.qrels, "no relevant judgement (rel > 0) for the searched queries")
     return qrels
 
 

@@ -211,7 +211,9 @@ def test_mrr_calculator_bad_inputs_exit_2(judged_files, capsys):
     cases = [(["--qrels", qrels, "--run", str(bad_rank)], f"{bad_rank}:2: rank 0 is below 1"),
              (["--qrels", qrels, "--run", str(folder / "missing.tsv")], "no such file"),
              (["--qrels", str(folder / "run.tsv"), "--run", str(folder / "run.tsv")], "run.tsv:1:"),
-             (["--run", str(folder / "run.tsv")], "no --qrels given")]
+             (["--run", str(folder / "run.tsv")], "no --qrels given"),
+             (["--qrels", str(write_lines(folder / "zero.tsv", ["1 0 2 0"])), "--run", str(folder / "run.tsv")],
+              "no relevant judgement")]
     for argv, message in cases:
         assert mrr_calculator.main(argv) == 2
         assert message in capsys.readouterr().err
