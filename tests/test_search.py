@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 import process_train_queries
 from msmarco_ft import formats, search
@@ -49,6 +50,31 @@ def test_chunked_topk_equals_brute_force(n_queries, n_passages, k, chunk):
     for got in (state.arrays(), exact_topk(queries, passages, ids, k)):
         np.testing.assert_array_equal(got[1], expected[1])
         np.testing.assert_array_equal(got[0], expected[0])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_torch_key_path_used_on_cuda_gives_the_same_result(dtype):
+    # No GPU here: run the CUDA code path (torch keys, float16 scores, small blocks) on CPU tensors.
+    rng = np.random.default_rng(5)
+    queries, passages = integer_embeddings(rng, 90), integer_embeddings(rng, 2500)
+    ids = rng.permutation(9000)[:2500].astype(np.int64)
+    state = RunningTopK(90, 120)
+    state.on_gpu, state.dtype, state.keys = True, dtype, torch.from_numpy(state.keys)
+    state.q_block, state.p_block = 32, 256
+    for start in range(0, 2500, 700):
+        state.add(queries, passages[start:start + 700], ids[start:start + 700])
+    expected = brute_force(queries, passages, ids, 120)
+    np.testing.assert_array_equal(state.arrays()[1], expected[1])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_matches_cpu():
+    rng = np.random.default_rng(6)
+    queries, passages = integer_embeddings(rng, 500), integer_embeddings(rng, 70000)
+    ids = np.arange(70000, dtype=np.int64)
+    on_gpu = exact_topk(queries, passages, ids, 200, device="cuda")
+    for got, want in zip(on_gpu, exact_topk(queries, passages, ids, 200)):
+        np.testing.assert_array_equal(got, want)
 
 
 def test_float_embeddings_match_numpy_scores():
