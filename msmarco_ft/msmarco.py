@@ -9,6 +9,7 @@ which neither the standard library nor the installed packages offer ready-made.
 
 from __future__ import annotations
 
+import http.client
 import logging
 import os
 import tarfile
@@ -57,14 +58,16 @@ def filter_and_sort(folder) -> dict[str, int]:
     if not (folder / "collection.tsv").exists():
         raise InputError(folder / "collection.tsv", "no such file; an MS MARCO-layout folder holds collection.tsv")
     sources = {split: _split_sources(folder, split) for split in SPLITS}
+    # Read and check every input before writing anything, so bad input leaves no new file behind.
+    tables = {split: (read_table(queries_path, "queries"), read_table(qrels_path, "qrels"))
+              for split, (queries_path, qrels_path) in sources.items()}
     counts = {}
-    for split, (queries_path, qrels_path) in sources.items():
-        queries = read_table(queries_path, "queries")
-        qrels = read_table(qrels_path, "qrels")
+    for split, (queries, qrels) in tables.items():
         judged = queries[queries["qid"].isin(qrels["qid"])]
         ordered = qrels.sort_values(["qid", "pid"], kind="stable")
         write_table(judged, folder / f"filtered_queries.{split}.tsv", "queries")
         write_table(ordered, folder / f"sorted_qrels.{split}.tsv", "qrels")
+        queries_path = sources[split][0]
         counts[f"{split}_queries"] = len(queries)
         counts[f"{split}_queries_with_qrels"] = len(judged)
         counts[f"{split}_qrels"] = len(qrels)
@@ -118,7 +121,7 @@ def download(url: str, dest, timeout: float = CONNECT_TIMEOUT, progress: bool = 
                 while block := response.read(BLOCK):
                     out.write(block)
                     bar.update(len(block))
-        except (TimeoutError, OSError) as exc:
+        except (OSError, http.client.HTTPException) as exc:
             raise InputError(url, f"download interrupted after {part.stat().st_size} bytes ({exc}); "
                                   "run the same command again to resume") from None
     size = part.stat().st_size

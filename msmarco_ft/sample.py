@@ -29,7 +29,7 @@ from .formats import atomic_output, write_table
 
 FILES = ("collection.tsv", "queries.train.tsv", "qrels.train.tsv", "queries.dev.small.tsv", "qrels.dev.small.tsv")
 _SYLLABLES = ("ka", "ve", "lor", "mi", "dan", "tho", "ri", "bel", "su", "gar", "no", "fen", "ta", "vos", "li", "mar",
-              "qu", "es", "rin", "do", "hal", "pe", "zor", "ya", "kel", "ob", "tu", "sel", "wi", "ran", "co", "ler",
+              "qu", "es", "rin", "do", "hal", "pe", "zor", "ya", "kel", "ix", "tu", "sel", "wi", "ran", "co", "ler",
               "ju", "mor", "ae", "tin", "go", "vash", "pra", "ul", "ne", "sov", "bri", "ca", "dul", "om", "fi", "zan")
 FIRST = ("Marta", "Elena", "Tomas", "Ingrid", "Rafael", "Nadia", "Oskar", "Lucia", "Anton", "Greta", "Felix", "Irene",
          "Jonas", "Clara", "Mateo", "Sofia", "Viktor", "Alma", "Hugo", "Leona", "Emil", "Petra", "Dario", "Yara",
