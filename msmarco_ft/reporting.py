@@ -253,8 +253,14 @@ def verdict(models: list[dict], alpha: float) -> dict:
 # ---------------------------------------------------------------- rendering
 
 
-def _fmt(value: float, digits: int = 4) -> str:
-    return "n/a" if value is None or not np.isfinite(value) else f"{value:.{digits}f}"
+def _fmt(value: float) -> str:
+    return "n/a" if value is None or not np.isfinite(value) else f"{value:.4f}"
+
+
+def _ms(value: float | None) -> str:
+    if value is None or not np.isfinite(value):
+        return "n/a"
+    return f"{value:.3g}" if value < 1 else f"{value:.2f}"
 
 
 def _p(value: float) -> str:
@@ -277,7 +283,7 @@ def table_rows(result: dict, latency: dict[str, dict]) -> tuple[list[str], list[
             cells.append(f"{_fmt(m['value'])} [{_fmt(m['ci_low'])}, {_fmt(m['ci_high'])}]")
         test = model["vs_baseline"].get(PRIMARY)
         cells += [f"{test['difference']:+.4f}", _p(test["p_value"])] if test else ["–", "–"]
-        cells += [_fmt(latency.get(model["name"], {}).get(c), 2) for c in lat_columns]
+        cells += [_ms(latency.get(model["name"], {}).get(c)) for c in lat_columns]
         rows.append(cells)
     return header, rows
 
@@ -368,7 +374,8 @@ def render_markdown(result: dict, latency: dict[str, dict], chart_name: str, out
     if len(result["models"]) > 1:
         lines += ["## Paired differences to the baseline", "", differences_table(result), ""]
     if latency:
-        lines += ["## Latency", "", "Read from the latency JSON files (fields they do not provide show n/a):", ""]
+        lines += ["## Latency", "", "Read from these latency JSON files (fields a file does not provide show n/a; "
+                  "for a LoRA file, the merged variant):", ""]
         lines += [f"- {name}: `{info['file']}`" for name, info in latency.items()] + [""]
     lines += _image_section("Fine-tuning loss curves", loss_curves or [], out_dir)
     lines += _image_section("Pictures", pictures or [], out_dir)
