@@ -258,3 +258,14 @@ def test_resampling_agrees_with_scipy_within_monte_carlo_error():
     ci = stats.bootstrap((base,), np.mean, n_resamples=4000, method="percentile",
                          rng=np.random.default_rng(5)).confidence_interval
     assert abs(low - ci.low) < 0.01 and abs(high - ci.high) < 0.01
+
+
+def test_report_accepts_an_evaluation_folder_holding_one_metrics_file(tmp_path, synthetic, capsys):
+    folder = tmp_path / "only"
+    folder.mkdir()
+    write_synthetic(folder, "solo", np.linspace(0, 1, 300))
+    assert report.main(["--baseline", str(synthetic["base"]), "--metrics", str(folder),
+                        "--output-dir", str(tmp_path / "r"), "--resamples", "200"]) == 0
+    assert [m["name"] for m in json.loads((tmp_path / "r" / "report.json").read_text())["models"]] == ["base", "solo"]
+    assert report.main(["--baseline", str(tmp_path), "--output-dir", str(tmp_path / "r2")]) == 2
+    assert "metrics.json files; name the file itself" in capsys.readouterr().err
