@@ -368,7 +368,7 @@ def render_markdown(result: dict, latency: dict[str, dict], chart_name: str, out
     settings = result["settings"]
     header, rows = table_rows(result, latency)
     queries = result["models"][0]["queries"]
-    lines = ["# Evaluation report", "", *verdict_lines(result), "",
+    lines = ["# Evaluation report", "", "\n\n".join(verdict_lines(result)), "",
              f"Baseline: **{result['baseline']}**. {queries} queries (each model on the same queries).", "",
              "## Results", "", markdown_table(header, rows), "", f"![metrics]({chart_name})", ""]
     if len(result["models"]) > 1:
