@@ -323,34 +323,51 @@ def _search(query_emb, index: PassageIndex, top_k: int, device: str):
 
 
 def warm_up(model, work: Workload, calls: int) -> None:
+    """``calls`` untimed calls of each query shape; the passage batch once (it is seconds long on a CPU)."""
     for _ in range(calls):
         for size in work.batch_sizes:
             _encode(model, cycled_batches(work.queries, size)[0])
-        _encode(model, work.passages[: work.passage_batch_size])
         if work.index is not None:
             _search(_encode(model, work.queries[:1]), work.index, work.top_k, work.device)
+    if calls:
+        _encode(model, work.passages[: work.passage_batch_size])
 
 
-def measure_round(model, work: Workload, samples: dict) -> None:
-    """One timed pass: every query batch size, end-to-end single queries, and the passage slice."""
-    device = work.device
-    for size in work.batch_sizes:
-        for batch in cycled_batches(work.queries, size):
-            samples["encode"][size].append(timed(lambda b=batch: _encode(model, b), device)[1])
-    if work.index is not None:
-        for text in work.queries:
-            query_emb, encode_s = timed(lambda t=text: _encode(model, [t]), device)
-            search_s = timed(lambda q=query_emb: _search(q, work.index, work.top_k, device), device)[1]
-            samples["e2e_encode"].append(encode_s)
-            samples["e2e_search"].append(search_s)
+def _time_encode(model, work: Workload, samples: dict, size: int) -> None:
+    for batch in cycled_batches(work.queries, size):
+        samples["encode"][size].append(timed(lambda b=batch: _encode(model, b), work.device)[1])
+
+
+def _time_end_to_end(model, work: Workload, samples: dict) -> None:
+    for text in work.queries:
+        query_emb, encode_s = timed(lambda t=text: _encode(model, [t]), work.device)
+        search_s = timed(lambda q=query_emb: _search(q, work.index, work.top_k, work.device), work.device)[1]
+        samples["e2e_encode"].append(encode_s)
+        samples["e2e_search"].append(search_s)
+
+
+def _time_passages(model, work: Workload, samples: dict) -> None:
     for start in range(0, len(work.passages), work.passage_batch_size):
         batch = work.passages[start:start + work.passage_batch_size]
-        samples["passages_s"] += timed(lambda b=batch: _encode(model, b), device)[1]
+        samples["passages_s"] += timed(lambda b=batch: _encode(model, b), work.device)[1]
     samples["passages_n"] += len(work.passages)
 
 
+def _parts(work: Workload) -> list[Callable]:
+    """One timed pass, split so several models can take turns part by part (about a second each)."""
+    parts = [lambda m, s, size=size: _time_encode(m, work, s, size) for size in work.batch_sizes]
+    if work.index is not None:
+        parts.append(lambda m, s: _time_end_to_end(m, work, s))
+    parts.append(lambda m, s: _time_passages(m, work, s))
+    return parts
+
+
 def measure_models(models: dict[str, Any], work: Workload, repeats: int, warmup: int) -> dict[str, dict]:
-    """Time every model on the same workload, rotating their order each repeat to cancel drift."""
+    """Time every model on the same workload.
+
+    The models take turns on each part of a pass (a batch size, the end-to-end queries, the passages),
+    in an order rotated every repeat, so drift of a shared machine falls on all of them alike.
+    """
     names = list(models)
     samples = {name: {"encode": {size: [] for size in work.batch_sizes}, "e2e_encode": [], "e2e_search": [],
                       "passages_s": 0.0, "passages_n": 0} for name in names}
@@ -361,9 +378,9 @@ def measure_models(models: dict[str, Any], work: Workload, repeats: int, warmup:
         shift = repeat % len(names)
         order = names[shift:] + names[:shift]
         work.rounds.append(order)
-        for name in order:
-            log.debug("repeat %d/%d: %s", repeat + 1, repeats, name)
-            measure_round(models[name], work, samples[name])
+        for part in _parts(work):
+            for name in order:
+                part(models[name], samples[name])
     return {name: _figures(samples[name], work) for name in names}
 
 
@@ -464,6 +481,17 @@ def format_table(name: str, figures: dict[str, Any], search: dict[str, Any] | No
 # ---------------------------------------------------------------- LoRA comparison
 
 
+def find_adapter(path) -> Path:
+    """The adapter folder itself, or the ``model`` folder inside a ``finetune.py --lora`` output folder."""
+    from .models import is_adapter_folder
+
+    for folder in (Path(path), Path(path) / "model"):
+        if is_adapter_folder(str(folder)):
+            return folder
+    raise InputError(path, "is not a LoRA adapter folder (no adapter_config.json, here or in model/); "
+                           "time a full model with inference_times.py")
+
+
 def adapter_base(adapter) -> str:
     """The base model an adapter folder names (after load_model pointed it at a reachable copy)."""
     import json
@@ -487,20 +515,19 @@ def max_differences(models: dict[str, Any], texts: list[str], batch_size: int) -
 def ratios_to(figures: dict[str, dict], reference: str) -> dict[str, dict]:
     """Time ratios of each model to ``reference`` (above 1: slower); ``encode`` is the headline.
 
-    ``encode`` is the geometric mean over batch sizes of the mean encoding latency ratios, so every batch
-    size counts alike whatever its absolute time.
+    Ratios compare medians, which a shared machine's occasional stalls do not move; ``encode`` is the
+    geometric mean over batch sizes of the median encode-latency ratios, so each batch size counts alike.
     """
     base = figures[reference]
     out = {}
     for name, fig in figures.items():
-        per_batch = {size: fig["encode"][size]["mean_ms"] / stats["mean_ms"] for size, stats in base["encode"].items()}
-        ratio = {"encode": _r(float(np.exp(np.mean(np.log(list(per_batch.values())))))),
-                 "encode_p50": {size: _r(fig["encode"][size]["p50_ms"] / stats["p50_ms"])
-                                for size, stats in base["encode"].items()},
+        per_batch = {size: _r(fig["encode"][size]["p50_ms"] / stats["p50_ms"])
+                     for size, stats in base["encode"].items()}
+        ratio = {"encode": _r(float(np.exp(np.mean(np.log(list(per_batch.values())))))), "encode_p50": per_batch,
                  "passages": _r(base["passages_per_s"] / fig["passages_per_s"]),
                  "load": _r(fig["load_s"] / base["load_s"])}
         if "end_to_end" in fig:
-            ratio["end_to_end"] = _r(fig["end_to_end"]["mean_ms"] / base["end_to_end"]["mean_ms"])
+            ratio["end_to_end"] = _r(fig["end_to_end"]["p50_ms"] / base["end_to_end"]["p50_ms"])
         out[name] = ratio
     return out
 
@@ -516,7 +543,7 @@ def format_comparison(figures: dict[str, dict], ratios: dict[str, dict]) -> str:
     for size in figures[names[0]]["encode"]:
         row(f"encode batch {size} p50 ms", [figures[n]["encode"][size]["p50_ms"] for n in names], ".2f")
     if "end_to_end" in figures[names[0]]:
-        row("end-to-end mean ms", [figures[n]["end_to_end"]["mean_ms"] for n in names], ".2f")
+        row("end-to-end p50 ms", [figures[n]["end_to_end"]["p50_ms"] for n in names], ".2f")
     row("passages/s", [figures[n]["passages_per_s"] for n in names], ".1f")
     row("encode time / base", [ratios[n]["encode"] for n in names], ".3f")
     row("passages time / base", [ratios[n]["passages"] for n in names], ".3f")

@@ -65,10 +65,10 @@ def test_batch_sizes_parse_and_reject():
             latency.parse_batch_sizes(bad)
 
 
-def test_ratios_use_the_geometric_mean_over_batch_sizes():
+def test_ratios_are_medians_with_a_geometric_mean_over_batch_sizes():
     def fig(means, pps, load):
-        return {"encode": {size: {"mean_ms": m, "p50_ms": m} for size, m in means.items()},
-                "passages_per_s": pps, "load_s": load, "end_to_end": {"mean_ms": means["1"] + 1}}
+        return {"encode": {size: {"mean_ms": 99.0, "p50_ms": m} for size, m in means.items()},
+                "passages_per_s": pps, "load_s": load, "end_to_end": {"mean_ms": 99.0, "p50_ms": means["1"] + 1}}
 
     figures = {"base": fig({"1": 10.0, "8": 40.0}, 100.0, 1.0), "other": fig({"1": 20.0, "8": 20.0}, 50.0, 2.0)}
     ratios = latency.ratios_to(figures, "base")
@@ -173,8 +173,8 @@ def adapter(tiny_model, tmp_path):
     model = SentenceTransformer(str(tiny_model), device="cpu")
     # Random B weights (not peft's zero init), so merging has something to fold in and the diff means something.
     model.add_adapter(peft.LoraConfig(r=4, lora_alpha=8, target_modules=["query", "value"], init_lora_weights=False))
-    model.save(str(tmp_path / "adapter"))
-    return tmp_path / "adapter"
+    model.save(str(tmp_path / "ft-lora" / "model"))
+    return tmp_path / "ft-lora"  # laid out as finetune.py --lora writes it
 
 
 def test_lora_compares_base_unmerged_and_merged(adapter, files, tmp_path, capsys):
@@ -186,7 +186,7 @@ def test_lora_compares_base_unmerged_and_merged(adapter, files, tmp_path, capsys
     result = json.loads(out.read_text())
     names = ["base", "unmerged", "merged"]
     assert result["order"] == [names, names[1:] + names[:1], names[2:] + names[:2]]
-    assert list(result["variants"]) == names
+    assert list(result["variants"]) == names and result["label"] == "ft-lora"
     for fig in result["variants"].values():
         _check_figures(fig, ["1", "4"], repeats=3)
         assert fig["load_s"] > 0
