@@ -73,9 +73,15 @@ def _on_volume():
             volume.commit()
 
 
+def _device() -> str | None:
+    # In a GPU container a GPU stage must not fall back to the CPU silently (say, a driver too old for the
+    # CUDA build of torch): --device cuda makes the script stop with a clear message instead.
+    return "cuda" if _in_container() else None
+
+
 def _stage(name: str, dataset: str, args, resume: bool) -> dict:
     with _on_volume():
-        return cloud.run_stage(name, dataset, list(args), resume)
+        return cloud.run_stage(name, dataset, list(args), resume, _device())
 
 
 @app.function(**CPU)
@@ -116,7 +122,7 @@ def latency(dataset: str = "sample", args=(), resume: bool = False) -> dict:
 @app.function(**GPU)
 def mine_shard(dataset: str, args, index: int, count: int) -> dict | None:
     with _on_volume():
-        return cloud.mine_shard(dataset, list(args), index, count)
+        return cloud.mine_shard(dataset, list(args), index, count, _device())
 
 
 @app.function(**CPU)

@@ -155,7 +155,11 @@ def _path(lay: Layout, extra: list[str], flag: str, default: Path) -> Path:
 
 
 def _prepare_args(lay: Layout, extra: list[str]) -> list[str]:
-    return ["--msmarco" if lay.dataset == "msmarco" else "--sample", str(lay.data)]
+    if lay.dataset == "msmarco":
+        return ["--msmarco", str(lay.data)]  # resumes an interrupted download
+    if lay.collection.exists() and not (lay.data / "config.json").exists():
+        return ["--from-dir", str(lay.data)]  # an uploaded folder: only add the filtered/sorted files
+    return ["--sample", str(lay.data)]
 
 
 def _mine_args(lay: Layout, extra: list[str]) -> list[str]:
@@ -226,8 +230,10 @@ class Stage:
 
 # The one table mapping a stage to its script and its default paths on the volume.
 STAGES: dict[str, Stage] = {s.name: s for s in (
-    Stage("prepare_data", "prepare_data.py", False, _prepare_args, lambda lay, extra: lay.collection, False,
-          "generate the sample (any dataset name) or download MS MARCO (dataset 'msmarco')"),
+    Stage("prepare_data", "prepare_data.py", False, _prepare_args,
+          lambda lay, extra: lay.data / "config.json", False,  # prepare_data.py writes it last
+          "generate the sample (any dataset name), download MS MARCO (dataset 'msmarco'), or add the "
+          "filtered/sorted files to an uploaded folder"),
     Stage("mine", "process_train_queries.py", True, _mine_args,
           lambda lay, extra: _path(lay, extra, "--output", lay.mined_run), True,
           "base-model top-200 of the train queries over the collection (--shards N: in N containers)"),
@@ -247,11 +253,15 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
 SCRIPTS = tuple(stage.script for stage in STAGES.values())
 
 
-def stage_argv(name: str, lay: Layout, extra: list[str], resume: bool = False) -> list[str]:
+def stage_argv(name: str, lay: Layout, extra: list[str], resume: bool = False, device: str | None = None
+               ) -> list[str]:
+    """Defaults, then ``--device`` (GPU stages in a GPU container), then the user's arguments, then ``--resume``."""
     stage = STAGES[name]
     if resume and not stage.resumable:
         raise InputError(None, f"stage {name} has no --resume: it is short, re-run it with --overwrite")
-    return stage.defaults(lay, extra) + list(extra) + (["--resume"] if resume and "--resume" not in extra else [])
+    pinned = ["--device", device] if device and stage.gpu else []
+    return stage.defaults(lay, extra) + pinned + list(extra) + (["--resume"] if resume and "--resume" not in extra
+                                                                else [])
 
 
 def pipeline_steps(lay: Layout, stage_args: dict[str, list[str]] | None = None) -> list[tuple[str, list[str]]]:
@@ -297,11 +307,12 @@ def run_script(script: str, argv: list[str], cwd: Path) -> float:
     return time.perf_counter() - started
 
 
-def run_stage(name: str, dataset: str, extra: list[str], resume: bool = False, root: Path | None = None) -> dict:
+def run_stage(name: str, dataset: str, extra: list[str], resume: bool = False, device: str | None = None,
+              root: Path | None = None) -> dict:
     if name not in STAGES:
         raise InputError(None, f"unknown stage {name!r}; stages: {', '.join(STAGES)}")
     lay = Layout(root or volume_root(), dataset)
-    argv = stage_argv(name, lay, extra, resume)
+    argv = stage_argv(name, lay, extra, resume, device)
     seconds = run_script(STAGES[name].script, argv, lay.root)
     return {"stage": name, "argv": argv, "seconds": round(seconds, 1),
             "output": str(STAGES[name].output(lay, extra))}
@@ -362,7 +373,8 @@ def _shard_plan(lay: Layout, extra: list[str], count: int) -> tuple[Path, list[t
     return collection, shard_ranges(count_rows(collection), count, chunk)
 
 
-def mine_shard(dataset: str, extra: list[str], index: int, count: int, root: Path | None = None) -> dict | None:
+def mine_shard(dataset: str, extra: list[str], index: int, count: int, device: str | None = None,
+               root: Path | None = None) -> dict | None:
     """Mine shard ``index`` of ``count`` with the mining script; None when the collection has fewer chunks.
 
     Always ``--resume``: the script continues an interrupted shard and does nothing for a finished one.
@@ -374,7 +386,7 @@ def mine_shard(dataset: str, extra: list[str], index: int, count: int, root: Pat
     piece, run = shard_paths(lay, collection, ranges[index])
     if not piece.exists():
         write_slice(collection, piece, *ranges[index])
-    argv = stage_argv("mine", lay, extra, resume=True) + ["--collection", str(piece), "--output", str(run)]
+    argv = stage_argv("mine", lay, extra, True, device) + ["--collection", str(piece), "--output", str(run)]
     seconds = run_script(STAGES["mine"].script, argv, lay.root)
     return {"shard": index, "rows": list(ranges[index]), "output": str(run), "seconds": round(seconds, 1)}
 

@@ -21,6 +21,8 @@ from msmarco_ft import cloud, search
 from msmarco_ft.errors import InputError
 from msmarco_ft.formats import read_table
 
+# Modal warns that a .local() call sees no mounted volume: here the volume root is a temporary folder.
+pytestmark = pytest.mark.filterwarnings("ignore:The .* function is executing locally")
 WORDS = ["river", "castle", "violin", "orchid", "falcon", "harbor", "copper", "meadow", "glacier", "lantern"]
 
 
@@ -33,6 +35,8 @@ def volume(tmp_path, monkeypatch):
                                           f"{WORDS[(i * 7) % 10]}" for i in range(45)])
     write_lines(data / "queries.train.tsv", [f"{q}\tthe {WORDS[q % 10]} and {WORDS[(q + 3) % 10]}" for q in range(8)])
     write_lines(data / "qrels.train.tsv", [f"{q}\t0\t{(q * 5) % 45}\t1" for q in range(8)])
+    write_lines(data / "queries.dev.small.tsv", [f"{q}\t{WORDS[q % 10]} or {WORDS[q - 7]}" for q in range(8, 12)])
+    write_lines(data / "qrels.dev.small.tsv", [f"{q}\t0\t{q + 20}\t1" for q in range(8, 12)])
     monkeypatch.setenv(cloud.ROOT_ENV, str(root))
     return root
 
@@ -55,7 +59,7 @@ def test_every_default_flag_is_one_the_script_knows(name):
     out = io.StringIO()
     with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
         module.main(["--help"])
-    argv = cloud.stage_argv(name, cloud.Layout(cloud.volume_root(), "x"), [], resume=stage.resumable)
+    argv = cloud.stage_argv(name, cloud.Layout(cloud.volume_root(), "x"), [], stage.resumable, device="cuda")
     for flag in (a for a in argv if a.startswith("--")):
         assert flag in out.getvalue(), f"{stage.script} has no {flag}"
 
@@ -64,6 +68,9 @@ def test_user_arguments_come_last_and_name_the_outputs(tmp_path):
     lay = cloud.Layout(tmp_path, "sample")
     argv = cloud.stage_argv("finetune", lay, ["--lora", "--epochs", "1"], resume=True)
     assert argv[-4:] == ["--lora", "--epochs", "1", "--resume"]
+    assert cloud.stage_argv("finetune", lay, ["--device", "cpu"], device="cuda")[-4:] == ["--device", "cuda",
+                                                                                         "--device", "cpu"]
+    assert "--device" not in cloud.stage_argv("build_triplets", lay, [], device="cuda")
     assert argv[argv.index("--output-dir") + 1] == str(tmp_path / "models" / "sample" / "lora")
     assert cloud.STAGES["finetune"].output(lay, ["--lora"]) == tmp_path / "models/sample/lora/result.json"
     assert cloud.STAGES["evaluate"].output(lay, ["--model", "m/x", "--merge"]) == lay.evals / "x-merged.metrics.json"
@@ -150,6 +157,22 @@ def test_stages_run_locally_like_the_scripts(volume, tiny_model, tmp_path):
     triplets = modal_offload.build_triplets.local("tiny", [])
     frame = read_table(triplets["output"], "triplets")
     assert len(frame) == 8 and list(frame.columns) == ["query", "positive", "negative"]
+
+
+def test_prepare_data_locally_like_the_script(volume, tmp_path):
+    sizes = ["--passages", "300", "--train-queries", "20", "--dev-queries", "10"]
+    result = modal_offload.prepare_data.local("gen", sizes)
+    assert result["argv"][:2] == ["--sample", str(volume / "data" / "gen")]
+    import prepare_data
+
+    assert prepare_data.main(["--sample", str(tmp_path / "by_hand"), *sizes]) == 0
+    for name in ("collection.tsv", "queries.train.tsv", "sorted_qrels.train.tsv", "filtered_queries.dev.tsv"):
+        assert (volume / "data" / "gen" / name).read_bytes() == (tmp_path / "by_hand" / name).read_bytes()
+    assert cloud.STAGES["prepare_data"].output(cloud.Layout(volume, "gen"), []).exists()
+    # A folder uploaded by hand only gets the filtered/sorted files the original scripts expect.
+    uploaded = modal_offload.prepare_data.local("tiny", [])
+    assert uploaded["argv"] == ["--from-dir", str(volume / "data" / "tiny")]
+    assert (volume / "data" / "tiny" / "filtered_queries.train.tsv").exists()
 
 
 def test_a_failing_stage_names_its_command(volume):
