@@ -2,8 +2,8 @@
 
 Each figure holds only the work it names (loading, query encoding, search over passage embeddings, or
 encode plus search) and is taken after warm-up calls, between two device synchronisations on a GPU.
-Several models are measured in one run in rotating order, so slow drift of a shared machine (other jobs,
-clock changes) falls on all of them alike instead of on whichever came last.
+Several models measured in one run take turns part by part, in an order rotated every repeat, so drift
+of a shared machine (other jobs, clock changes) falls on all of them alike, not on whichever came last.
 """
 
 from __future__ import annotations
@@ -210,7 +210,8 @@ def add_workload_args(parser: argparse.ArgumentParser) -> None:
                         help="search over the embeddings of only the first N passages, encoded here; "
                              "default: the whole collection from the embedding cache (built when missing)")
     parser.add_argument("--cache-dir", default="cache",
-                        help="embedding cache folder shared with eval_model.py and process_train_queries.py")
+                        help="embedding cache folder shared with eval_model.py and process_train_queries.py; "
+                             "'none' disables it (then --max-passages is needed)")
     parser.add_argument("--chunk-size", type=int, default=200_000,
                         help="passages per cache chunk: the value eval_model.py used, so its cache is found")
     parser.add_argument("--throughput-passages", type=int, default=1000,
@@ -235,7 +236,9 @@ def setup_run(args: argparse.Namespace) -> list[int]:
         torch.set_num_threads(args.threads)
     if args.max_passages is not None and args.max_passages < 1:
         raise InputError(None, "--max-passages must be at least 1")
-    if args.max_passages is None and not args.cache_dir:
+    if str(args.cache_dir).lower() in ("", "none"):
+        args.cache_dir = None
+    if args.max_passages is None and args.cache_dir is None:
         raise InputError(None, "without --cache-dir the whole collection cannot be searched; pass --max-passages")
     return parse_batch_sizes(args.batch_sizes)
 

@@ -161,6 +161,8 @@ def test_bad_flags_exit_2(tiny_model, files, tmp_path, capsys):
     assert inference_times.main([*base, "--max-passages", "5", "--collection", str(tmp_path / "none.tsv")]) == 2
     assert "none.tsv: no such file" in capsys.readouterr().err
     assert not (tmp_path / "x.json").exists()
+    assert inference_times.main([*base, "--cache-dir", "none"]) == 2
+    assert "pass --max-passages" in capsys.readouterr().err
     assert inference_times_lora.main([*base, "--max-passages", "5"]) == 2
     assert "not a LoRA adapter folder" in capsys.readouterr().err
 
