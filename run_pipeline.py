@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent
 RECIPES = ("full-hard", "full-random", "lora-hard", "lora-random")
 # Sample sizes and training budgets: the full demo fits 20 minutes on a 2-core CPU; --quick is a smoke run.
 SIZES = {
-    False: {"sample": [], "train": ["--max-steps", "120", "--eval-steps", "40"], "latency_queries": "64",
+    False: {"sample": [], "train": ["--max-steps", "120", "--eval-steps", "40"], "latency_queries": "32",
             "umap_queries": "60"},
     True: {"sample": ["--passages", "600", "--train-queries", "120", "--dev-queries", "40"],
            "train": ["--max-steps", "4", "--eval-steps", "2", "--batch-size", "8", "--val-queries", "16",
@@ -106,8 +106,8 @@ def plan(args) -> list[Stage]:
                          str(evals / "crosscheck.lora-hard.json"), "--overwrite"],
                         inputs=[dev_qrels, evals / "lora-hard.trec"], outputs=[evals / "crosscheck.lora-hard.json"]))
     latency = ["--filtered-queries", str(dev_q), "--collection", str(collection), "--num-queries",
-               sizes["latency_queries"], "--batch-sizes", "1,8,32", "--repeats", "2", "--max-passages", "2000",
-               "--throughput-passages", "256", "--overwrite", *device]
+               sizes["latency_queries"], "--batch-sizes", "1,8,32", "--repeats", "2", "--cache-dir", str(cache),
+               "--throughput-passages", "64", "--warmup", "1", "--threads", "1", "--overwrite", *device]
     stages.append(Stage("latency-base", "inference_times.py",
                         ["--model", args.model, *latency, "--output", str(out / "latency" / "base.json")],
                         inputs=[dev_q, collection], outputs=[out / "latency" / "base.json"]))
