@@ -25,6 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from msmarco_ft.search import exact_topk  # noqa: E402
 
+MATMUL = "matmul only (no top-k)"
+
 
 def unit_vectors(n: int, dim: int, seed: int) -> np.ndarray:
     generator = torch.Generator().manual_seed(seed)
@@ -70,6 +72,15 @@ def numpy_topk(queries: np.ndarray, passages: np.ndarray, k: int, block: int = 2
     return scores_out, ids_out
 
 
+def matmul_only(queries: np.ndarray, passages: np.ndarray, block: int = 16384) -> None:
+    """The same score matrix with no selection at all: the ceiling any exact search can reach right now."""
+    q = torch.from_numpy(queries)
+    out = torch.empty((len(queries), block), dtype=torch.float32)
+    for start in range(0, len(passages), block):
+        p = torch.from_numpy(passages[start:start + block])
+        torch.mm(q, p.T, out=out[:, :len(p)])
+
+
 def faiss_topk(queries: np.ndarray, passages: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     import faiss
 
@@ -99,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
 
     methods = {"ours (exact_topk)": lambda: exact_topk(queries, passages, ids, args.k, device=args.device)}
     if args.device == "cpu":
+        methods[MATMUL] = lambda: matmul_only(queries, passages)
         methods["faiss IndexFlatIP"] = lambda: faiss_topk(queries, passages, args.k)
         if not args.skip_numpy:
             methods["numpy matmul+argpartition"] = lambda: numpy_topk(queries, passages, args.k)
@@ -115,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     peak = max(sgemm.values())
 
     ours_scores, ours_ids = results["ours (exact_topk)"]
-    for name, (scores, _) in results.items():
+    for name, (scores, _) in ((n, r) for n, r in results.items() if n != MATMUL):
         # Same scores at every rank (ids may legitimately differ only between equal scores).
         gap = float(np.max(np.abs(np.asarray(scores, dtype=np.float32) - ours_scores)))
         if gap > (1e-2 if args.device == "cuda" else 1e-4):
@@ -123,13 +135,18 @@ def main(argv: list[str] | None = None) -> int:
 
     ours_time = best["ours (exact_topk)"]
     print("\nmeasured sgemm: " + ", ".join(f"{n} {g:.1f} GFLOP/s" for n, g in sgemm.items()))
-    print(f"{'method':<28} {'seconds':>9} {'GFLOP/s':>9} {'% sgemm':>8} {'ours faster by':>15}")
+    # Two ceilings: the best short sgemm burst, and the same-shaped matmul timed alongside (on a shared
+    # machine the second is the fair one: it sees the same load as the searches).
+    sustained = best.get(MATMUL)
+    print(f"{'method':<28} {'seconds':>9} {'GFLOP/s':>9} {'% sgemm':>8} {'% matmul':>9} {'ours faster by':>15}")
     figures = {}
     for name, seconds in best.items():
         rate = flops / seconds / 1e9
+        of_matmul = sustained / seconds if sustained else float("nan")
         figures[name] = {"seconds": seconds, "gflops": rate, "fraction_of_sgemm": rate / peak,
-                         "ours_speedup": seconds / ours_time}
-        print(f"{name:<28} {seconds:>9.2f} {rate:>9.1f} {100 * rate / peak:>7.0f}% {seconds / ours_time:>14.2f}x")
+                         "fraction_of_matmul_only": of_matmul, "ours_speedup": seconds / ours_time}
+        print(f"{name:<28} {seconds:>9.2f} {rate:>9.1f} {100 * rate / peak:>7.0f}% {100 * of_matmul:>8.0f}% "
+              f"{seconds / ours_time:>14.2f}x")
     if args.json:
         args.json.write_text(json.dumps({"arguments": vars(args) | {"json": str(args.json)}, "sgemm_gflops": sgemm,
                                          "methods": figures}, indent=2) + "\n")
