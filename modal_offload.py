@@ -15,6 +15,7 @@ stage; a stage stopped part-way resumes from the volume with ``--resume``. See d
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import json
 import logging
@@ -45,9 +46,8 @@ image = (
     .env({"TOKENIZERS_PARALLELISM": "false", "HF_HUB_DISABLE_TELEMETRY": "1"})
     .add_local_python_source("msmarco_ft")
 )
-for _script in cloud.SCRIPTS:
-    if (HERE / _script).exists():
-        image = image.add_local_file(HERE / _script, f"/root/{_script}")
+for _script in cloud.SCRIPTS:  # beside modal_offload.py in /root, where cloud.SCRIPT_DIR finds them
+    image = image.add_local_file(HERE / _script, f"/root/{_script}")
 
 app = modal.App(cloud.VOLUME_NAME)
 volume = modal.Volume.from_name(cloud.VOLUME_NAME, create_if_missing=True)
@@ -143,8 +143,9 @@ def dispatch(name: str, dataset: str, args: list[str], resume: bool = False, sha
         if remote:
             parts = list(mine_shard.with_options(gpu=gpu, timeout=timeout).starmap(jobs))
             merged = merge_shards.with_options(timeout=timeout).remote(dataset, args, shards)
-        else:
-            parts = [mine_shard.local(*job) for job in jobs]
+        else:  # the local stand-in for .starmap: shards side by side, each its own script process
+            with concurrent.futures.ThreadPoolExecutor(max_workers=shards) as pool:
+                parts = list(pool.map(lambda job: mine_shard.local(*job), jobs))
             merged = merge_shards.local(dataset, args, shards)
         return {**merged, "parts": [part for part in parts if part]}
     function = STAGE_FUNCTIONS[name]
@@ -182,6 +183,8 @@ def launch(stage: str = "pipeline", dataset: str = "sample", args: str = "", gpu
     if stage == "pipeline":
         results = pipeline.remote(dataset, args, shards, gpu, timeout)
     elif stage in cloud.STAGES:
+        if resume and not cloud.STAGES[stage].resumable:
+            raise SystemExit(f"error: stage {stage} has no --resume; re-run it (with --args --overwrite)")
         results = [dispatch(stage, dataset, shlex.split(args), resume, shards, gpu, timeout)]
     else:
         raise SystemExit(f"error: unknown stage {stage!r}; stages: pipeline, {', '.join(cloud.STAGES)}")

@@ -175,6 +175,24 @@ def test_prepare_data_locally_like_the_script(volume, tmp_path):
     assert (volume / "data" / "tiny" / "filtered_queries.train.tsv").exists()
 
 
+def test_evaluate_locally_like_the_script(volume, tiny_model, tmp_path):
+    args = ["--model", str(tiny_model), "--label", "tiny", "--chunk-size", "16", "--device", "cpu", "--no-progress"]
+    result = modal_offload.evaluate.local("tiny", args)
+    assert result["output"] == str(volume / "eval" / "tiny" / "tiny.metrics.json")
+    import eval_model
+
+    data = volume / "data" / "tiny"
+    assert eval_model.main(["--filtered-queries", str(data / "queries.dev.small.tsv"), "--qrels",
+                            str(data / "qrels.dev.small.tsv"), "--collection", str(data / "collection.tsv"),
+                            "--output-dir", str(tmp_path / "eval"), "--cache-dir", str(tmp_path / "cache"),
+                            *args]) == 0
+    pd.testing.assert_frame_equal(read_table(volume / "eval/tiny/tiny.run.parquet", "run"),
+                                  read_table(tmp_path / "eval/tiny.run.parquet", "run"))
+    ours, theirs = (json.loads(p.read_text()) for p in (volume / "eval/tiny/tiny.metrics.json",
+                                                         tmp_path / "eval/tiny.metrics.json"))
+    assert ours["metrics"] == theirs["metrics"] and ours["metrics"]["MRR@10"] > 0
+
+
 def test_a_failing_stage_names_its_command(volume):
     with pytest.raises(cloud.StageFailed, match="random_sample.py exited with status 2; command: .*--run "):
         modal_offload.sample_negatives.local("tiny", [])  # nothing mined yet
