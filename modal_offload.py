@@ -8,7 +8,7 @@ stage; a stage stopped part-way resumes from the volume with ``--resume``. See d
   modal run modal_offload.py --stage mine --dataset sample --shards 4
   modal run modal_offload.py --stage finetune --args "--lora --merge --epochs 1" --gpu H100
   modal run --detach modal_offload.py --stage pipeline --dataset msmarco --args "mine: --max-queries 100000"
-  python modal_offload.py plan --stage evaluate --args "--model models/sample/full"   # print commands only
+  python modal_offload.py plan --stage evaluate --args "--model models/sample/full/model --label full"
   python modal_offload.py upload data/mydata data/mydata        # local folder -> volume
   python modal_offload.py download eval/sample out/modal/eval   # volume -> local folder
 """
@@ -218,9 +218,11 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     plan = sub.add_parser("plan", help="print the script command each stage runs on the volume",
                           formatter_class=cli.HelpFormatter)
-    plan.add_argument("--stage", default="pipeline", choices=["pipeline", *cloud.STAGES])
+    plan.add_argument("--stage", default="pipeline", choices=["pipeline", *cloud.STAGES],
+                      help="stage whose command to print; pipeline prints every step")
     plan.add_argument("--dataset", default="sample", help="folder name under data/ on the volume")
-    plan.add_argument("--args", default="", help="script arguments; for the pipeline 'STAGE: ARGS; STAGE: ARGS'")
+    plan.add_argument("--args", default="", help="script arguments (write --args=--lora for a single flag); for "
+                                                 "the pipeline 'STAGE: ARGS; STAGE: ARGS'")
     plan.add_argument("--root", default=cloud.MOUNT, help="volume root as a container sees it")
     for name, what in (("upload", "copy a local file or folder onto the volume (modal volume put)"),
                        ("download", "copy a file or folder from the volume here (modal volume get)")):
