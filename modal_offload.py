@@ -28,6 +28,7 @@ from pathlib import Path
 import modal
 
 from msmarco_ft import cli, cloud
+from msmarco_ft.models import DEFAULT_MODEL
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_GPU = "A100-80GB"
@@ -157,13 +158,13 @@ def dispatch(name: str, dataset: str, args: list[str], resume: bool = False, sha
 
 @app.function(**{**CPU, "timeout": PIPELINE_TIMEOUT})
 def pipeline(dataset: str = "sample", stage_args: str = "", shards: int = 1, gpu: str = DEFAULT_GPU,
-             timeout: int = DEFAULT_TIMEOUT) -> list[dict]:
+             timeout: int = DEFAULT_TIMEOUT, model: str = DEFAULT_MODEL) -> list[dict]:
     """The whole flow, one stage after another; a finished stage (its output on the volume) is skipped, an
     unfinished one resumes, so re-running the pipeline after an interruption continues where it stopped."""
     cli.setup_logging()
     lay = cloud.Layout(cloud.volume_root(), dataset)
     done = []
-    for name, extra in cloud.pipeline_steps(lay, cloud.parse_stage_args(stage_args)):
+    for name, extra in cloud.pipeline_steps(lay, cloud.parse_stage_args(stage_args), model):
         if _in_container():
             volume.reload()
         output = cloud.STAGES[name].output(lay, extra)
@@ -178,10 +179,12 @@ def pipeline(dataset: str = "sample", stage_args: str = "", shards: int = 1, gpu
 
 @app.local_entrypoint()
 def launch(stage: str = "pipeline", dataset: str = "sample", args: str = "", gpu: str = DEFAULT_GPU,
-           timeout: int = DEFAULT_TIMEOUT, shards: int = 1, resume: bool = False) -> None:
-    """modal run modal_offload.py --stage STAGE [--dataset NAME] [--args "SCRIPT ARGS"] [--gpu G] [--shards N]"""
+           timeout: int = DEFAULT_TIMEOUT, shards: int = 1, resume: bool = False, model: str = DEFAULT_MODEL) -> None:
+    """modal run modal_offload.py --stage STAGE [--dataset NAME] [--args "SCRIPT ARGS"] [--gpu G] [--shards N]
+
+    ``--model`` is the pipeline's base model; a single stage takes its model in ``--args``."""
     if stage == "pipeline":
-        results = pipeline.remote(dataset, args, shards, gpu, timeout)
+        results = pipeline.remote(dataset, args, shards, gpu, timeout, model)
     elif stage in cloud.STAGES:
         if resume and not cloud.STAGES[stage].resumable:
             raise SystemExit(f"error: stage {stage} has no --resume; re-run it (with --args --overwrite)")
@@ -205,7 +208,7 @@ def _volume_command(args) -> list[str]:
 def _plan(args) -> list[str]:
     lay = cloud.Layout(Path(args.root), args.dataset)
     if args.stage == "pipeline":
-        steps = cloud.pipeline_steps(lay, cloud.parse_stage_args(args.args))
+        steps = cloud.pipeline_steps(lay, cloud.parse_stage_args(args.args), args.model)
     else:
         steps = [(args.stage, shlex.split(args.args))]
     return [shlex.join(["python", cloud.STAGES[name].script, *cloud.stage_argv(name, lay, extra)])
@@ -224,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     plan.add_argument("--args", default="", help="script arguments (write --args=--lora for a single flag); for "
                                                  "the pipeline 'STAGE: ARGS; STAGE: ARGS'")
     plan.add_argument("--root", default=cloud.MOUNT, help="volume root as a container sees it")
+    plan.add_argument("--model", default=DEFAULT_MODEL, help="the pipeline's base model")
     for name, what in (("upload", "copy a local file or folder onto the volume (modal volume put)"),
                        ("download", "copy a file or folder from the volume here (modal volume get)")):
         cmd = sub.add_parser(name, help=what, formatter_class=cli.HelpFormatter)

@@ -264,18 +264,20 @@ def stage_argv(name: str, lay: Layout, extra: list[str], resume: bool = False, d
                                                                 else [])
 
 
-def pipeline_steps(lay: Layout, stage_args: dict[str, list[str]] | None = None) -> list[tuple[str, list[str]]]:
+def pipeline_steps(lay: Layout, stage_args: dict[str, list[str]] | None = None, model: str = DEFAULT_MODEL
+                   ) -> list[tuple[str, list[str]]]:
     """The whole flow with the toolkit's default recipe (hard negatives): base evaluation, mining, negatives,
     triplets, full and LoRA fine-tuning (LoRA merged), evaluation and latency of all three models."""
     stage_args = stage_args or {}
     full, lora = lay.models / "full", lay.models / "lora"
-    models = {"base": DEFAULT_MODEL, "full": str(full / "model"), "lora": str(lora / "merged")}
-    steps = [("prepare_data", []), ("evaluate", ["--label", "base"]), ("mine", []), ("sample_negatives", []),
-             ("build_triplets", []), ("finetune", ["--output-dir", str(full)]),
-             ("finetune", ["--lora", "--merge", "--output-dir", str(lora)])]
+    models = {"base": model, "full": str(full / "model"), "lora": str(lora / "merged")}
+    steps = [("prepare_data", []), ("evaluate", ["--model", model, "--label", "base"]), ("mine", ["--model", model]),
+             ("sample_negatives", []), ("build_triplets", []),
+             ("finetune", ["--model", model, "--output-dir", str(full)]),
+             ("finetune", ["--model", model, "--lora", "--merge", "--output-dir", str(lora)])]
     steps += [("evaluate", ["--model", models[name], "--label", name]) for name in ("full", "lora")]
-    steps += [("latency", ["--model", model, "--output", str(lay.latency / f"{name}.json")])
-              for name, model in models.items()]
+    steps += [("latency", ["--model", path, "--output", str(lay.latency / f"{name}.json")])
+              for name, path in models.items()]
     return [(name, extra + stage_args.get(name, [])) for name, extra in steps]
 
 
