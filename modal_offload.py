@@ -126,7 +126,7 @@ def mine_shard(dataset: str, args, index: int, count: int) -> dict | None:
         return cloud.mine_shard(dataset, list(args), index, count, _device())
 
 
-@app.function(**CPU)
+@app.function(**{**CPU, "memory": 32768})  # MiB: one shard's run plus the merged top-k of every query
 def merge_shards(dataset: str, args, count: int) -> dict:
     with _on_volume():
         return cloud.merge_shards(dataset, list(args), count)

@@ -24,7 +24,7 @@ import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -393,17 +393,21 @@ def mine_shard(dataset: str, extra: list[str], index: int, count: int, device: s
     return {"shard": index, "rows": list(ranges[index]), "output": str(run), "seconds": round(seconds, 1)}
 
 
-def merge_runs(runs: list[pd.DataFrame], k: int) -> pd.DataFrame:
-    """The exact top-k of the union of per-shard top-k runs, by the search code's own running merge, so ties
-    fall exactly as in an unsharded search (higher score, then lower pid)."""
-    qids = np.unique(np.concatenate([run["qid"].to_numpy(dtype=np.int64) for run in runs]))
-    merged = None
+def merge_runs(runs: Iterable[pd.DataFrame], k: int) -> pd.DataFrame:
+    """The exact top-k of the union of per-shard top-k runs over the same queries, by the search code's own
+    running merge, so ties fall exactly as in an unsharded search (higher score, then lower pid). Runs are
+    folded in one at a time: memory holds one shard's run plus the merged top-k."""
+    qids, merged = None, None
     for run in runs:
+        run = run[run["rank"] <= k]
+        run_qids = run["qid"].to_numpy(dtype=np.int64)
+        if qids is None:
+            qids = np.unique(run_qids)
+        elif not np.array_equal(np.unique(run_qids), qids):
+            raise InputError(None, "shard runs cover different queries; were they mined with the same arguments?")
         scores = np.full((len(qids), k), -np.inf, dtype=np.float32)
         pids = np.full((len(qids), k), search.PAD_PID, dtype=np.int64)
-        run = run[run["rank"] <= k]
-        rows = np.searchsorted(qids, run["qid"].to_numpy(dtype=np.int64))
-        cols = run["rank"].to_numpy() - 1
+        rows, cols = np.searchsorted(qids, run_qids), run["rank"].to_numpy() - 1
         scores[rows, cols] = run["score"].to_numpy(dtype=np.float32)
         pids[rows, cols] = run["pid"].to_numpy(dtype=np.int64)
         if merged is None:
@@ -432,7 +436,7 @@ def merge_shards(dataset: str, extra: list[str], count: int, root: Path | None =
     outputs = [output] + ([positive_scores_path(output)] if with_qrels else [])
     cli.refuse_overwrite(outputs, overwrite="--overwrite" in extra)
     k = int(flag_value(extra, "--final-k", "--top-k") or DEFAULT_TOP_K)
-    merged = merge_runs([_read(p, "run") for p in runs], k)
+    merged = merge_runs((_read(p, "run") for p in runs), k)
     if output.suffix.lower() == ".trec":
         write_trec(merged, output, model_label(_model(extra)))
     else:

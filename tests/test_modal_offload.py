@@ -114,6 +114,8 @@ def test_merge_of_shard_topk_equals_the_whole():
     parts = [search.run_frame(qids, *search.exact_topk(queries, passages[a:b], pids[a:b], 20))
              for a, b in cloud.shard_ranges(100, 3, 16)]
     pd.testing.assert_frame_equal(cloud.merge_runs(parts, 20), whole)
+    with pytest.raises(InputError, match="different queries"):
+        cloud.merge_runs([parts[0], parts[1][parts[1]["qid"] != 500]], 20)
 
 
 def _mine_args(tiny_model):
