@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import cli, search
@@ -343,7 +344,16 @@ def write_slice(source: Path, target: Path, start: int, stop: int) -> Path:
     text, which could change an embedding."""
     with atomic_output(target) as tmp:
         if file_format(source) == "parquet":
-            table = pq.read_table(source).slice(start, stop - start)
+            parquet, offset, batches = pq.ParquetFile(source), 0, []
+            for batch in parquet.iter_batches(batch_size=65_536):
+                low, high = max(start - offset, 0), min(stop - offset, batch.num_rows)
+                if low < high:
+                    batches.append(batch.slice(low, high - low))
+                offset += batch.num_rows
+                if offset >= stop:
+                    break
+            # One row group, so the mining script reads the slice in the same chunks as the whole file.
+            table = pa.Table.from_batches(batches, schema=parquet.schema_arrow)
             pq.write_table(table, tmp, row_group_size=max(stop - start, 1))
         else:
             with open(source, "rb") as src, open(tmp, "wb") as out:

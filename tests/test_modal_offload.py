@@ -101,6 +101,11 @@ def test_write_slice_keeps_the_bytes(tmp_path):
     piece = cloud.write_slice(source, tmp_path / "piece.tsv", 3, 7)
     assert piece.read_bytes() == b"".join(source.read_bytes().splitlines(keepends=True)[3:7])
     assert cloud.count_rows(source) == 10
+    frame = pd.DataFrame({"pid": np.arange(200_000, dtype=np.int64), "text": [f"t  {i}" for i in range(200_000)]})
+    frame.to_parquet(tmp_path / "c.parquet", row_group_size=70_000)
+    piece = cloud.write_slice(tmp_path / "c.parquet", tmp_path / "piece.parquet", 65_000, 140_001)
+    pd.testing.assert_frame_equal(pd.read_parquet(piece), frame.iloc[65_000:140_001].reset_index(drop=True))
+    assert cloud.count_rows(piece) == 75_001
 
 
 def test_merge_of_shard_topk_equals_the_whole():
