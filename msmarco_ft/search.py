@@ -8,8 +8,10 @@ resumes where it stopped and ends with the same output as an uninterrupted one.
 Top-k selection is hand-written rather than faiss ``IndexFlatIP`` or a plain ``torch.topk`` per block:
 on CPU, ``torch.topk`` over a score block costs as much as the matmul that produced it. Instead each
 query keeps the k-th best score seen so far as a threshold; a block's scores are compared against it
-while the block is still in cache, and only the few scores that reach it are kept and merged. The merge
-sorts by (score descending, pid ascending), which makes ties deterministic and the result exact.
+while the block is still in cache, and only the few that reach it (ties included) are kept. Those are
+merged now and then by one selection over int64 keys that pack (score, pid), so ranking by score
+descending then pid ascending is exact and deterministic. On CPU each worker thread runs its own
+single-threaded matmul over its own queries (see ``RunningTopK.add``); see docs/mining.md for figures.
 """
 
 from __future__ import annotations
