@@ -254,7 +254,7 @@ COMPANY = EntityType(
 )
 
 TYPES = (PERSON, TOWN, GADGET, SPECIES, COMPANY)
-TOWN_FORMS = ("{r}", "North {r}", "{r} Springs", "Port {r}", "Upper {r}")
+TOWN_FORMS = ("{r}", "North {r}", "{r} Springs", "Port {r}", "Upper {r}", "{r} Falls")
 GADGET_LINES = ("Aero", "Pulse", "Nova", "Vista", "Orbit", "Echo", "Flux", "Prism")
 ANIMALS = ("heron", "salamander", "beetle", "warbler", "otter", "moth", "tree frog", "newt")
 SPECIES_FORMS = ("Greater", "Lesser", "Crested", "Spotted", "Pale", "Banded")
@@ -319,10 +319,10 @@ def plan_world(passages: int, train_queries: int, dev_queries: int, seed: int) -
     per_entity = np.array([len(t.attributes) + 1 for t in TYPES])
     families = int(passages / (2 * per_entity.mean())) + 2
     family_type = rng.integers(0, len(TYPES), families)
-    family_size = rng.integers(2, 5, families)
+    family_size = rng.integers(3, 6, families)
     while int((per_entity[family_type] * family_size).sum()) < passages:  # top up when the estimate fell short
         family_type = np.append(family_type, rng.integers(0, len(TYPES), 8))
-        family_size = np.append(family_size, rng.integers(2, 5, 8))
+        family_size = np.append(family_size, rng.integers(3, 6, 8))
     counts = per_entity[family_type] * family_size
     keep = int(np.searchsorted(np.cumsum(counts), passages)) + 1
     family_type, family_size = family_type[:keep], family_size[:keep]
