@@ -259,8 +259,8 @@ GADGET_LINES = ("Aero", "Pulse", "Nova", "Vista", "Orbit", "Echo", "Flux", "Pris
 ANIMALS = ("heron", "salamander", "beetle", "warbler", "otter", "moth", "tree frog", "newt")
 SPECIES_FORMS = ("Greater", "Lesser", "Crested", "Spotted", "Pale", "Banded")
 COMPANY_FORMS = ("Holdings", "Freight", "Works", "Foods", "Systems", "Trading")
-# A passage names another attribute of its entity without answering it, as web pages do: query words
-# alone do not find the answer.
+# An answering passage also names two other attributes of its entity without answering them, as web pages
+# do: query words alone do not find the answer.
 TEASERS = ("More on {t} and {u} of {n} further down.", "{n}: see also {t}, {u}.",
            "Readers often ask about {t} and {u} too.", "Questions about {t} and {u} come up often.")
 FILLER_WORDS = {"the", "a", "is", "does", "did", "do", "of", "in", "to", "how"}
@@ -268,12 +268,14 @@ FILLER_WORDS = {"the", "a", "is", "does", "did", "do", "of", "in", "to", "how"}
 
 @dataclass
 class Plan:
-    """The shape of the world, fixed before any text is written: which family each entity is in, its type,
-    its split and its first pid, and the (entity, attribute) pairs that become queries."""
+    """The shape of the world, fixed before any text is written: each family's type, split and size, each
+    entity's family and first pid, and the (entity, attribute) pairs that become queries."""
 
     family_type: np.ndarray  # per family: index into TYPES
     family_split: np.ndarray  # per family: 0 train, 1 dev
     family_size: np.ndarray  # entities per family
+    entity_family: np.ndarray  # per entity
+    entity_first: np.ndarray  # per entity: pid of its first passage (attribute passages first, in order)
     passages: int
     queries: dict  # split name -> list of (entity, attribute) pairs, in query order
 
@@ -345,7 +347,7 @@ def plan_world(passages: int, train_queries: int, dev_queries: int, seed: int) -
                                    f"give only {pool.size} answerable attributes; raise --passages")
         chosen = rng.choice(pool, size=wanted, replace=False)
         queries[("train", "dev")[split]] = list(zip(pair_entity[chosen].tolist(), pair_attr[chosen].tolist()))
-    return Plan(family_type, family_split, family_size, passages, queries)
+    return Plan(family_type, family_split, family_size, entity_family, entity_first, passages, queries)
 
 
 def _drop_filler(text: str, rng: random.Random) -> str:
@@ -396,33 +398,22 @@ def write_sample(out_dir, passages: int, train_queries: int, dev_queries: int, s
     out_dir = Path(out_dir)
     plan = plan_world(passages, train_queries, dev_queries, seed)
     wanted = {e for pairs in plan.queries.values() for e, _ in pairs}
-    names: dict[int, str] = {}
-    first_pid: dict[int, int] = {}
-    entity_family: dict[int, int] = {}
+    names: dict[int, str] = {}  # only the queried entities', so memory does not grow with the collection
     with atomic_output(out_dir / "collection.tsv") as tmp, open(tmp, "w", encoding="utf-8", newline="\n") as out:
-        for family, rows, entity_names in iter_world(plan, seed):
+        for _, rows, entity_names in iter_world(plan, seed):
             out.write("".join(f"{pid}\t{text}\n" for pid, text in rows))
-            for entity, name in entity_names.items():
-                if entity in wanted:
-                    names[entity] = name
-                    entity_family[entity] = family
-            if rows and wanted.intersection(entity_names):
-                first = rows[0][0]
-                for offset, entity in enumerate(entity_names):
-                    kind = TYPES[plan.family_type[family]]
-                    first_pid[entity] = first + offset * (len(kind.attributes) + 1)
+            names.update((e, n) for e, n in entity_names.items() if e in wanted)
     counts = {"passages": passages}
     qid_base = {"train": 1, "dev": 1_000_001}
     for split, file_split in (("train", "train"), ("dev", "dev.small")):
         queries, qrels = [], []
         for number, (entity, attr) in enumerate(plan.queries[split]):
-            family = entity_family[entity]
-            kind = TYPES[plan.family_type[family]]
+            kind = TYPES[plan.family_type[plan.entity_family[entity]]]
             rng = random.Random(f"msmarco-ft-query:{seed}:{split}:{number}")
             text = _drop_filler(rng.choice(kind.attributes[attr].queries).format(n=names[entity].lower()), rng)
             qid = qid_base[split] + number
             queries.append((qid, text))
-            qrels.append((qid, first_pid[entity] + attr, 1))
+            qrels.append((qid, int(plan.entity_first[entity]) + attr, 1))
         write_table(pd.DataFrame(queries, columns=["qid", "text"]), out_dir / f"queries.{file_split}.tsv", "queries")
         write_table(pd.DataFrame(qrels, columns=["qid", "pid", "rel"]), out_dir / f"qrels.{file_split}.tsv", "qrels")
         counts[f"{split}_queries"] = len(queries)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from msmarco_ft.errors import InputError
@@ -55,7 +54,7 @@ def test_passages_of_an_entity_are_hard_negatives(sample_dir):
 
 def test_train_and_dev_entities_are_disjoint(sample_dir):
     plan = plan_world(seed=7, **SIZE)
-    family_of = np.repeat(np.arange(plan.family_type.size), plan.family_size)
+    family_of = plan.entity_family
     train = {e for e, _ in plan.queries["train"]}
     dev = {e for e, _ in plan.queries["dev"]}
     assert not train & dev
