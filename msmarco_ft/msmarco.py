@@ -67,12 +67,11 @@ def filter_and_sort(folder) -> dict[str, int]:
         ordered = qrels.sort_values(["qid", "pid"], kind="stable")
         write_table(judged, folder / f"filtered_queries.{split}.tsv", "queries")
         write_table(ordered, folder / f"sorted_qrels.{split}.tsv", "qrels")
-        queries_path = sources[split][0]
         counts[f"{split}_queries"] = len(queries)
         counts[f"{split}_queries_with_qrels"] = len(judged)
         counts[f"{split}_qrels"] = len(qrels)
         log.info("%s: %d of %d queries have qrels (%s), %d qrels sorted", split, len(judged), len(queries),
-                 queries_path.name, len(qrels))
+                 sources[split][0].name, len(qrels))
     return counts
 
 
