@@ -92,7 +92,6 @@ def download(url: str, dest, timeout: float = CONNECT_TIMEOUT, progress: bool = 
     """
     dest = Path(dest)
     part = dest.with_name(dest.name + ".part")
-    dest.parent.mkdir(parents=True, exist_ok=True)
     have = part.stat().st_size if part.exists() else 0
     request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
     try:
@@ -106,6 +105,7 @@ def download(url: str, dest, timeout: float = CONNECT_TIMEOUT, progress: bool = 
         reason = getattr(exc, "reason", exc)
         raise InputError(url, f"cannot download ({reason}); check the network, or download and extract the "
                               "files yourself and run --from-dir on that folder") from None
+    dest.parent.mkdir(parents=True, exist_ok=True)
     with response:
         if have and response.status != 206:
             log.info("server ignored the resume request: starting %s again", dest.name)
