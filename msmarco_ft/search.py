@@ -374,33 +374,32 @@ def _queries_fingerprint(qids: np.ndarray, texts: list[str]) -> str:
 
 
 def _save_state(state_dir: Path, meta: dict, topk: RunningTopK, positive_scores: np.ndarray | None) -> None:
+    """One atomic file holds the keys, the positives' scores and the meta, so no crash can pair them wrongly.
+
+    The keys are saved as they are (unsorted, 8 bytes per entry): no per-chunk sort of queries x k.
+    """
     state_dir.mkdir(parents=True, exist_ok=True)
-    scores, pids = topk.arrays()
-    arrays = {"scores": scores, "pids": pids, "chunks": np.int64(meta["next_chunk"])}
+    keys = topk.keys.cpu().numpy() if topk.on_gpu else topk.keys
+    arrays = {"keys": keys, "meta": np.array(json.dumps(meta))}
     if positive_scores is not None:
         arrays["positive_scores"] = positive_scores
     with atomic_output(state_dir / STATE_FILE) as tmp, open(tmp, "wb") as handle:
         np.savez(handle, **arrays)
-    # Arrays first, then the meta naming the same chunk count: a crash between the two writes leaves
-    # them disagreeing, which _load_state treats as no state rather than trusting either half.
-    with atomic_output(state_dir / STATE_META) as tmp:
+    with atomic_output(state_dir / STATE_META) as tmp:  # a readable copy of the meta, for people
         tmp.write_text(json.dumps(meta, indent=2) + "\n")
 
 
-def _load_state(state_dir: Path, meta: dict) -> tuple[int, np.ndarray, np.ndarray, np.ndarray | None] | None:
-    meta_path = state_dir / STATE_META
-    if not meta_path.exists():
+def _load_state(state_dir: Path, meta: dict) -> tuple[int, np.ndarray, np.ndarray | None] | None:
+    if not (state_dir / STATE_FILE).exists():
         return None
-    saved = json.loads(meta_path.read_text())
-    different = [key for key in meta if key != "next_chunk" and saved.get(key) != meta[key]]
-    if different:
-        raise InputError(state_dir, f"resume state was made with different {', '.join(different)}; "
-                                    "pass --overwrite to start again")
     with np.load(state_dir / STATE_FILE) as data:
+        saved = json.loads(str(data["meta"]))
+        different = [key for key in meta if saved.get(key) != meta[key]]
+        if different:
+            raise InputError(state_dir, f"resume state was made with different {', '.join(different)}; "
+                                        "pass --overwrite to start again")
         positives = data["positive_scores"] if "positive_scores" in data.files else None
-        if int(data["chunks"]) != saved["next_chunk"]:
-            return None
-        return saved["next_chunk"], data["scores"], data["pids"], positives
+        return saved["next_chunk"], data["keys"], positives
 
 
 def clear_state(state_dir) -> None:
@@ -513,8 +512,8 @@ def search_collection(model, queries: pd.DataFrame, collection_path, *, top_k: i
     if resume and state_dir is not None:
         loaded = _load_state(state_dir, meta)
         if loaded is not None:
-            start_chunk, scores, pids, saved_positives = loaded
-            topk = RunningTopK.from_arrays(scores, pids, device)
+            start_chunk, keys, saved_positives = loaded
+            topk.keys = torch.from_numpy(keys).to(topk.device) if topk.on_gpu else keys
             if positive_scores is not None and saved_positives is not None:
                 positive_scores = saved_positives
             log.info("resuming after %d finished chunk(s) from %s", start_chunk, state_dir)

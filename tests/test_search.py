@@ -201,6 +201,9 @@ def test_resume_after_a_failure_matches_an_uninterrupted_run(tiny_model, mining_
     assert json.loads((state / "state.json").read_text())["next_chunk"] == 3 and not broken.exists()
     # Starting again without --resume would throw the finished chunks away: refused.
     assert mine(tiny_model, mining_data, broken, "--cache-dir", "none") == 2
+    # Nor may a different configuration continue it.
+    assert mine(tiny_model, mining_data, broken, "--cache-dir", "none", "--qrels", str(mining_data["qrels"]),
+                "--resume", "--chunk-size", "40") == 2
     counter = CountingEncoder(monkeypatch)
     assert mine(tiny_model, mining_data, broken, "--cache-dir", "none", "--qrels", str(mining_data["qrels"]),
                 "--resume") == 0
