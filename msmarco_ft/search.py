@@ -335,8 +335,7 @@ class EmbeddingCache:
     @property
     def total_chunks(self) -> int | None:
         total = self.manifest.get("total_chunks")
-        complete = set(self.manifest.get("complete", []))
-        return total if total is not None and complete >= set(range(total)) else None
+        return total if total is not None and all(self.has(index) for index in range(total)) else None
 
     def has(self, index: int) -> bool:
         return index in self.manifest.get("complete", []) and all(p.exists() for p in self._paths(index))
