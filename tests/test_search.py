@@ -189,6 +189,10 @@ def test_warm_cache_does_no_encoding(tiny_model, mining_data, tmp_path, monkeypa
     assert mine(tiny_model, mining_data, second, "--cache-dir", str(cache)) == 0
     assert counter.calls == [12]  # the queries only: every chunk came from the cache
     assert first.read_text() == second.read_text()
+    (manifest.parent / "chunk_00002.npy").unlink()  # a damaged cache: only the lost chunk is encoded again
+    counter.calls.clear()
+    assert mine(tiny_model, mining_data, second, "--cache-dir", str(cache), "--overwrite") == 0
+    assert counter.calls == [12, 50] and first.read_text() == second.read_text()
 
 
 def test_resume_after_a_failure_matches_an_uninterrupted_run(tiny_model, mining_data, tmp_path, monkeypatch):
