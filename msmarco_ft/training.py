@@ -141,11 +141,14 @@ def make_evaluator(eval_set: EvalSet, batch_size: int):
         def __init__(self):
             super().__init__()
             self.primary_metric = METRIC
+            self.seconds = 0.0  # evaluation time inside the trainer's runtime, kept out of triplets/s
 
         def __call__(self, model, output_path=None, epoch=-1, steps=-1):
             started = time.perf_counter()
             score = retrieval_mrr(model, eval_set, batch_size)
-            log.info("step %s: retrieval MRR@10 %.4f (%.1fs)", max(steps, 0), score, time.perf_counter() - started)
+            took = time.perf_counter() - started
+            self.seconds += took
+            log.info("step %s: retrieval MRR@10 %.4f (%.1fs)", max(steps, 0), score, took)
             return {METRIC: score}
 
     return RetrievalEvaluator()
@@ -370,17 +373,15 @@ EXIT_REGRESSION = 3
 OUTPUTS = ("model", "merged", "rejected-model", "checkpoints", "eval", "wandb", "config.json", "train_log.csv",
            "loss_curve.png", "eval_history.json", "README.md", "result.json", ".model.tmp", ".model.old")
 # Flags that change neither the trained model nor its evaluation: a resumed run may differ in these.
-_NOT_IN_SIGNATURE = {"resume", "overwrite", "allow_regression", "no_wandb", "wandb_project", "run_name", "verbose"}
+_NOT_IN_SIGNATURE = ("resume", "overwrite", "allow_regression", "no_wandb", "wandb_project", "run_name", "verbose")
 
 
 def signature(args) -> dict:
-    from .formats import fingerprint
+    from .cli import signature as shared_signature
 
-    sig = {k: v for k, v in sorted(vars(args).items()) if k not in _NOT_IN_SIGNATURE}
-    for key in ("train_file", "eval_queries", "eval_qrels", "eval_collection"):
-        if sig.get(key):
-            sig[key] = f"{sig[key]}#{fingerprint(sig[key])}"
-    return {k: str(v) for k, v in sig.items()}
+    inputs = {key: getattr(args, key) for key in ("train_file", "eval_queries", "eval_qrels", "eval_collection")}
+    inputs["model"] = args.model
+    return shared_signature(args, inputs, ignore=_NOT_IN_SIGNATURE)
 
 
 def prepare_output(out: Path, args, sig: dict) -> bool:
@@ -394,8 +395,7 @@ def prepare_output(out: Path, args, sig: dict) -> bool:
         config = out / "config.json"
         saved = json.loads(config.read_text()).get("signature") if config.exists() else None
         if saved != sig:
-            changed = sorted(k for k in set(sig) | set(saved or {}) if (saved or {}).get(k) != sig.get(k))
-            raise InputError(out, f"holds a run with other settings ({', '.join(changed) or 'no config.json'}); "
+            raise InputError(out, f"holds a run with other settings ({', '.join(changed_settings(saved, sig))}); "
                                   "use --overwrite to start again")
         return (out / "result.json").exists()
     if present and not args.overwrite:
@@ -405,6 +405,14 @@ def prepare_output(out: Path, args, sig: dict) -> bool:
         target = out / name
         shutil.rmtree(target) if target.is_dir() else target.unlink()
     return False
+
+
+def changed_settings(saved: dict | None, sig: dict) -> list[str]:
+    if not saved:
+        return ["no config.json"]
+    old = {**saved.get("arguments", {}), **saved.get("fingerprints", {})}
+    new = {**sig["arguments"], **sig["fingerprints"]}
+    return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
 
 
 def finished_run(out: Path, allow_regression: bool) -> int:
@@ -495,7 +503,8 @@ def finetune(args) -> int:
         finish_wandb()
     if not trainer.is_world_process_zero():
         return 0
-    return conclude(args, out, trainer, output.metrics, history, eval_set, checkpoint, device, batch_size * world)
+    return conclude(args, out, trainer, output.metrics, history, eval_set, checkpoint, device,
+                    {"lr": lr, "batch_size": batch_size, "world_size": world})
 
 
 def build_trainer(args, model, train: pd.DataFrame, loss, eval_set: EvalSet, out: Path, history: dict, *,
@@ -525,7 +534,7 @@ def build_trainer(args, model, train: pd.DataFrame, loss, eval_set: EvalSet, out
 
 
 def conclude(args, out: Path, trainer, metrics: dict, history: dict, eval_set: EvalSet, checkpoint, device: str,
-             global_batch: int) -> int:
+             settings: dict) -> int:
     """Curves, verdict, optional merge, model card and result.json; the exit status."""
     base = history["base"][METRIC]
     best = history["best"]
@@ -548,24 +557,29 @@ def conclude(args, out: Path, trainer, metrics: dict, history: dict, eval_set: E
             raise RuntimeError(f"merged model differs from the adapter model by {merge_diff:.2e} (> 1e-5)")
 
     seconds = float(metrics.get("train_runtime", 0.0))
+    eval_seconds = trainer.evaluator.seconds
     steps = int(trainer.state.global_step)
+    # Steps run by this process (a resumed run starts past the checkpoint) over time spent training, not evaluating.
+    done_here = steps - (int(Path(checkpoint).name.rsplit("-", 1)[-1]) if checkpoint else 0)
+    train_seconds = max(seconds - eval_seconds, 1e-9)
     result = {
         "base_mrr10": base, "best_mrr10": best_score, "best_step": best["step"] if best else None,
         "improvement": None if best_score is None else best_score - base, "accepted": accepted,
-        "steps": steps, "seconds": round(seconds, 2),
-        "triplets_per_second": round(float(metrics.get("train_samples_per_second", 0.0)), 2),
-        "train_triplets_seen": steps * global_batch,
+        "steps": steps, "seconds": round(seconds, 2), "eval_seconds": round(eval_seconds, 2),
+        "triplets_per_second": round(done_here * settings["batch_size"] * settings["world_size"] / train_seconds, 2),
+        "train_triplets_seen": steps * settings["batch_size"] * settings["world_size"],
         "model_dir": str(model_dir) if model_dir.exists() else None,
         "merged_dir": str(out / "merged") if merge_diff is not None else None, "merge_max_abs_diff": merge_diff,
         "resumed_from": Path(checkpoint).name if checkpoint else None, "eval_set": eval_set.describe(),
-        "loss": args.loss, "lora": args.lora,
+        "loss": args.loss, "lora": args.lora, **settings,
     }
     write_model_card(out, args, result)
     write_json(out / "result.json", result)
     shutil.rmtree(out / "checkpoints", ignore_errors=True)
-    print(f"{'LoRA' if args.lora else 'full'} fine-tuning, {args.loss}: {steps} steps in {seconds:.0f}s | "
-          f"MRR@10 base {base:.4f} -> best {best_score if best_score is None else round(best_score, 4)} "
-          f"(step {result['best_step']}) | {'kept' if accepted else 'REGRESSION'}: {out}")
+    best_text = "none" if best_score is None else f"{best_score:.4f} (step {result['best_step']})"
+    print(f"{'LoRA' if args.lora else 'full'} fine-tuning, {args.loss}: {steps} steps in {seconds:.0f}s "
+          f"(evaluation {eval_seconds:.0f}s) | MRR@10 base {base:.4f} -> best {best_text} | "
+          f"{'kept' if accepted else 'REGRESSION'}: {out}")
     return 0 if accepted or args.allow_regression else EXIT_REGRESSION
 
 
@@ -580,8 +594,8 @@ def write_model_card(out: Path, args, result: dict) -> None:
     lines = [
         f"# Fine-tuned {args.model}", "",
         f"- **Method**: {kind}", f"- **Loss**: {loss}",
-        f"- **Data**: `{args.train_file}`; {result['steps']} steps of {args.batch_size or 'default'} triplets "
-        f"(batch size per device), {result['train_triplets_seen']} triplets seen",
+        f"- **Data**: `{args.train_file}`; {result['steps']} steps of {result['batch_size']} triplets per device "
+        f"(learning rate {result['lr']:g}), {result['train_triplets_seen']} triplets seen",
         f"- **Validation**: retrieval over {ev['passages']} passages for {ev['queries']} queries ({ev['source']})",
         "", "| model | MRR@10 |", "| --- | --- |", f"| base | {result['base_mrr10']:.4f} |",
         f"| fine-tuned (best, step {result['best_step']}) | {best} |", "",

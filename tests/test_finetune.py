@@ -69,7 +69,8 @@ def test_full_run_writes_guarded_model_and_curves(tiny_model, triplets, tmp_path
 
     result = json.loads((out / "result.json").read_text())
     history = json.loads((out / "eval_history.json").read_text())
-    assert result["steps"] == 4 and result["accepted"] is True
+    assert result["steps"] == 4 and result["accepted"] is True and result["batch_size"] == 8
+    assert result["triplets_per_second"] > 0 and result["eval_seconds"] > 0
     assert result["best_mrr10"] > result["base_mrr10"] == history["base"]["mrr@10"]
     assert [e["step"] for e in history["evaluations"]] == [2, 4]
     assert result["best_mrr10"] == max(e["mrr@10"] for e in history["evaluations"])
