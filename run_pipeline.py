@@ -100,7 +100,7 @@ def plan(args) -> list[Stage]:
                             ["--model", args.model, "--train-file", str(triplets[negs]), "--output-dir",
                              str(model_dir), "--resume", *lora, *sizes["train"], *wandb, *device],
                             inputs=[triplets[negs]], outputs=[model_dir / "result.json"]))
-        stages.append(evaluate(recipe, str(model_dir / "merged" if kind == "lora" else model_dir)))
+        stages.append(evaluate(recipe, str(model_dir / ("merged" if kind == "lora" else "model"))))
     stages.append(Stage("mrr-crosscheck", "mrr_calculator.py",
                         ["--qrels", str(dev_qrels), "--run", str(evals / "lora-hard.trec"), "--output",
                          str(evals / "crosscheck.lora-hard.json"), "--overwrite"],
@@ -118,7 +118,8 @@ def plan(args) -> list[Stage]:
                         outputs=[out / "latency" / "lora-hard.json"]))
     umap_dir = out / "umap"
     stages.append(Stage("umap", "visualize.py",
-                        ["--models", args.model, str(out / "models" / "full-hard"), "--names", "base", "full-hard",
+                        ["--models", args.model, str(out / "models" / "full-hard" / "model"),
+                         "--names", "base", "full-hard",
                          "--queries", str(dev_q), "--collection", str(collection), "--qrels", str(dev_qrels),
                          "--run", str(evals / "base.run.parquet"), "--num-queries", sizes["umap_queries"],
                          "--output-dir", str(umap_dir), "--overwrite", *device],

@@ -224,7 +224,7 @@ class RunningTopK:
                 hits = scores >= threshold[:, None]
                 row, col = hits.nonzero(as_tuple=True) if self.on_gpu else hits.nonzero()
                 pending.add(row, _encode(scores[row, col], block_ids[col]))
-                if pending.size < n_rows * k // 2:
+                if pending.size < max(1, n_rows * k // 2):
                     continue
                 keys = _top_keys(self._cat(keys, pending.dense(PAD_KEY)), k)
                 pending = _Pending(n_rows, self.on_gpu, self.device)

@@ -238,3 +238,14 @@ def test_bad_input_exits_2(tiny_model, mining_data, tmp_path, capsys):
     paths = {**mining_data, "collection": tmp_path / "missing.tsv"}
     assert mine(tiny_model, paths, tmp_path / "run.tsv", "--cache-dir", "none") == 2
     assert not (tmp_path / "run.tsv").exists()
+
+
+@pytest.mark.parametrize(("n_queries", "n_passages", "k"), [(1, 5000, 1), (3, 2049, 1), (2, 10, 20)])
+def test_exact_topk_small_k_over_many_blocks(n_queries, n_passages, k):
+    rng = np.random.default_rng(7)
+    queries = rng.standard_normal((n_queries, 8)).astype(np.float32)
+    passages = rng.standard_normal((n_passages, 8)).astype(np.float32)
+    _, pids = exact_topk(queries, passages, np.arange(n_passages, dtype=np.int64), k)
+    width = min(k, n_passages)
+    expected = np.argsort(-(queries @ passages.T), axis=1, kind="stable")[:, :width]
+    assert np.array_equal(pids[:, :width], expected)
