@@ -64,7 +64,7 @@ def refuse_overwrite(paths, overwrite: bool) -> None:
     """Stop before any work when a final output exists and the user did not ask to replace it."""
     for path in paths:
         if Path(path).exists() and not overwrite:
-            raise InputError(path, "already exists; pass --overwrite to replace it (or --resume to continue)")
+            raise InputError(path, "already exists; pass --overwrite to replace it")
 
 
 def versions() -> dict[str, str]:

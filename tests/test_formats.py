@@ -123,3 +123,14 @@ def test_fingerprint_changes_with_content(tmp_path):
     first = formats.fingerprint(a)
     write_lines(a, ["1\ty"])
     assert formats.fingerprint(a) != first
+
+
+def test_atomic_write_gives_normal_file_mode(tmp_path):
+    import os
+
+    umask = os.umask(0o022)
+    try:
+        path = formats.write_table(FRAMES["queries"], tmp_path / "q.tsv", "queries")
+    finally:
+        os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o644
