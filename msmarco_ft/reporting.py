@@ -143,6 +143,23 @@ def latency_summary(data: dict) -> dict[str, float]:
     return found
 
 
+def latency_notes(data: dict) -> list[str]:
+    """Plain sentences for what the table cannot show: the encode/search split and LoRA ratios."""
+    notes = []
+    split = data.get("end_to_end") or {}
+    if isinstance(split, dict) and "encode_share" in split:
+        notes.append(f"end-to-end per query is {split['encode_share']:.0%} query encoding and "
+                     f"{1 - split['encode_share']:.0%} search")
+    ratios = data.get("ratios") or {}
+    if isinstance(ratios, dict) and "merged" in ratios:
+        parts = [f"{variant} adapter {ratios[variant]['encode']:.3f}x" for variant in ("unmerged", "merged")
+                 if isinstance(ratios.get(variant), dict) and "encode" in ratios[variant]]
+        diff = (data.get("max_abs_diff") or {}).get("merged_vs_unmerged")
+        notes.append("query encoding latency relative to the base model: " + ", ".join(parts)
+                     + (f"; largest embedding difference merged vs unmerged {diff:.1e}" if diff is not None else ""))
+    return notes
+
+
 def load_latency(path) -> dict:
     path = Path(path)
     if not path.is_file():
@@ -181,13 +198,13 @@ def attach_latency(evaluations: list[Evaluation], latency_files: list) -> dict[s
         key = _latency_key(data)
         target = next((e for e in evaluations if key and key in _names_of(e)), None)
         if target is not None and target.name not in by_name:
-            by_name[target.name] = {"file": str(path), **latency_summary(data)}
+            by_name[target.name] = {"file": str(path), "notes": latency_notes(data), **latency_summary(data)}
         else:
             unmatched.append((path, data))
     free = [e for e in evaluations if e.name not in by_name]
     if unmatched and len(unmatched) == len(free):
         for evaluation, (path, data) in zip(free, unmatched):
-            by_name[evaluation.name] = {"file": str(path), **latency_summary(data)}
+            by_name[evaluation.name] = {"file": str(path), "notes": latency_notes(data), **latency_summary(data)}
     else:
         for path, _ in unmatched:
             log.warning("%s: could not match this latency file to a model; left out", path)
@@ -376,7 +393,8 @@ def render_markdown(result: dict, latency: dict[str, dict], chart_name: str, out
     if latency:
         lines += ["## Latency", "", "Read from these latency JSON files (fields a file does not provide show n/a; "
                   "for a LoRA file, the merged variant):", ""]
-        lines += [f"- {name}: `{info['file']}`" for name, info in latency.items()] + [""]
+        lines += [f"- {name}: `{info['file']}`" + "".join(f"; {note}" for note in info.get("notes", []))
+                  for name, info in latency.items()] + [""]
     lines += _image_section("Fine-tuning loss curves", loss_curves or [], out_dir)
     lines += _image_section("Pictures", pictures or [], out_dir)
     lines += ["## Method", "",

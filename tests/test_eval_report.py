@@ -160,7 +160,9 @@ def test_report_finds_the_real_gain_and_flags_the_worse_model(tmp_path, syntheti
     out = tmp_path / "report"
     latency = tmp_path / "better.json"
     latency.write_text(json.dumps({"label": "better", "encode": {"1": {"p50_ms": 4.25, "p95_ms": 9.0}},
-                                   "end_to_end": {"p50_ms": 6.5}}))
+                                   "end_to_end": {"p50_ms": 6.5, "encode_share": 0.8},
+                                   "ratios": {"unmerged": {"encode": 1.12}, "merged": {"encode": 1.01}},
+                                   "max_abs_diff": {"merged_vs_unmerged": 2e-7}}))
     curve = tmp_path / "loss.png"
     curve.write_bytes(b"\x89PNG fake")
     argv = ["--baseline", str(synthetic["base"]), "--metrics", str(synthetic["better"]), str(synthetic["same"]),
@@ -181,6 +183,8 @@ def test_report_finds_the_real_gain_and_flags_the_worse_model(tmp_path, syntheti
     markdown = (out / "report.md").read_text()
     assert "Winner: better" in markdown and "worse is worse than the baseline" in markdown
     assert "4.25" in markdown and "![loss](../loss.png)" in markdown and "missing.png" not in markdown
+    assert "80% query encoding and 20% search" in markdown
+    assert "unmerged adapter 1.120x, merged adapter 1.010x" in markdown and "2.0e-07" in markdown
     assert (out / "metrics.png").read_bytes()[:4] == b"\x89PNG"
     assert (out / "config.json").exists()
     printed = capsys.readouterr()
