@@ -480,9 +480,7 @@ def finetune(args) -> int:
                                     "eval_qrels": args.eval_qrels, "eval_collection": args.eval_collection},
                  extra={"signature": sig, "resolved": resolved, "preflight": checks})
 
-    from transformers.trainer_utils import get_last_checkpoint
-
-    checkpoint = get_last_checkpoint(str(out / "checkpoints")) if (out / "checkpoints").is_dir() else None
+    checkpoint = last_complete_checkpoint(out / "checkpoints")
     history = new_history()
     if checkpoint:
         import json
@@ -531,6 +529,28 @@ def build_trainer(args, model, train: pd.DataFrame, loss, eval_set: EvalSet, out
         model=model, args=training_args, train_dataset=dataset, loss=loss,
         evaluator=make_evaluator(eval_set, eval_batch_size),
         callbacks=[BestModelGuard(out, out / "model", history)])
+
+
+def last_complete_checkpoint(folder: Path) -> str | None:
+    """The newest checkpoint whose save finished; a kill during a save leaves a torn one behind.
+
+    The trainer writes ``trainer_state.json`` last, so a checkpoint without a readable one is torn
+    (transformers' own ``get_last_checkpoint`` would pick it and then fail to resume). Torn ones are removed.
+    """
+    import json
+
+    if not folder.is_dir():
+        return None
+    found = sorted((p for p in folder.glob("checkpoint-*") if p.name.rsplit("-", 1)[-1].isdigit()),
+                   key=lambda p: int(p.name.rsplit("-", 1)[-1]), reverse=True)
+    for candidate in found:
+        try:
+            json.loads((candidate / "trainer_state.json").read_text())
+            return str(candidate)
+        except (OSError, ValueError):
+            log.warning("%s was cut off while being saved; removing it", candidate)
+            shutil.rmtree(candidate, ignore_errors=True)
+    return None
 
 
 def conclude(args, out: Path, trainer, metrics: dict, history: dict, eval_set: EvalSet, checkpoint, device: str,

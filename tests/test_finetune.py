@@ -199,3 +199,15 @@ def test_preflight_refuses_a_model_whose_similarity_retrieval_does_not_use(tiny_
         training.preflight(dot, "triplet", None, 64)
     assert any("cosine" in line for line in training.preflight(full, "triplet", ["Transformer", "Pooling",
                                                                                  "Normalize"], 64))
+
+
+def test_resume_skips_a_checkpoint_torn_by_a_kill(tmp_path):
+    folder = tmp_path / "checkpoints"
+    for step, complete in ((4, True), (8, True), (12, False)):
+        (folder / f"checkpoint-{step}").mkdir(parents=True)
+        (folder / f"checkpoint-{step}" / "model.safetensors").write_bytes(b"weights")
+        if complete:
+            (folder / f"checkpoint-{step}" / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+    assert training.last_complete_checkpoint(folder) == str(folder / "checkpoint-8")
+    assert not (folder / "checkpoint-12").exists()
+    assert training.last_complete_checkpoint(tmp_path / "none") is None
