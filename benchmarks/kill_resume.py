@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
+FT_STEPS = 60
 sys.path.insert(0, str(ROOT))
 
 from msmarco_ft import cli, formats  # noqa: E402
@@ -83,35 +84,33 @@ def leftovers(folder: Path) -> list[str]:
 def mining_round(work: Path, files: dict, model: str, rng: random.Random, reference: pd.DataFrame) -> dict:
     out = work / "mining" / f"run{rng.randrange(10**6)}.parquet"
     args = ["--model", model, "--filtered-queries", str(files["queries"]), "--collection", str(files["collection"]),
-            "--qrels", str(files["qrels"]), "--output", str(out), "--cache-dir", "none", "--chunk-size", "250",
+            "--qrels", str(files["qrels"]), "--output", str(out), "--cache-dir", "none", "--chunk-size", "100",
             "--top-k", "50", "--device", "cpu"]
     state = out.with_name(out.name + ".state")
     proc = launch("process_train_queries.py", args, work / "mining.log")
-    killed = kill_when(proc, state.exists, rng.uniform(0.0, 1.5))
-    if not killed:
-        proc.wait()
-    interrupted_output = out.exists()
+    # A kill that lands after the output was complete interrupted nothing: it does not count as one.
+    killed = kill_when(proc, state.exists, rng.uniform(0.0, 0.2)) and not out.exists()
+    proc.wait()
     code = subprocess.call([sys.executable, str(ROOT / "process_train_queries.py"), *args, "--resume"], cwd=ROOT,
                            env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL)
     run = formats.read_table(out, "run")
     same = code == 0 and run[["qid", "pid", "rank"]].equals(reference[["qid", "pid", "rank"]]) and np.allclose(
         run["score"], reference["score"], atol=1e-6)
-    return {"stage": "mining", "killed": killed, "output_before_resume": interrupted_output, "resume_exit": code,
+    return {"stage": "mining", "killed": killed, "resume_exit": code,
             "identical": bool(same), "state_left": state.exists(), "tmp_left": leftovers(out.parent)}
 
 
 def finetune_round(work: Path, files: dict, model: str, rng: random.Random) -> dict:
     out = work / "finetune" / f"ft{rng.randrange(10**6)}"
-    args = ["--model", model, "--train-file", str(files["triplets"]), "--output-dir", str(out), "--max-steps", "24",
-            "--save-steps", "4", "--eval-steps", "8", "--batch-size", "8", "--val-queries", "16", "--no-wandb",
-            "--allow-regression", "--device", "cpu"]
+    args = ["--model", model, "--train-file", str(files["triplets"]), "--output-dir", str(out),
+            "--max-steps", str(FT_STEPS), "--save-steps", "6", "--eval-steps", "20", "--batch-size", "8",
+            "--val-queries", "16", "--no-wandb", "--allow-regression", "--device", "cpu"]
     checkpoints = out / "checkpoints"
     proc = launch("finetune.py", args, work / "finetune.log")
     killed = kill_when(proc, lambda: checkpoints.is_dir() and any(checkpoints.glob("checkpoint-*")),
-                       rng.uniform(0.0, 2.0))
-    if not killed:
-        proc.wait()
+                       rng.uniform(0.0, 2.0)) and not (out / "result.json").exists()
+    proc.wait()
     saved = sorted(int(p.name.rsplit("-", 1)[1]) for p in checkpoints.glob("checkpoint-*")) if killed else []
     code = subprocess.call([sys.executable, str(ROOT / "finetune.py"), *args, "--resume"], cwd=ROOT,
                            env={**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"},
@@ -145,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         reference_path = work / "mining" / "reference.parquet"
         subprocess.check_call([sys.executable, str(ROOT / "process_train_queries.py"), "--model", model,
                                "--filtered-queries", str(files["queries"]), "--collection", str(files["collection"]),
-                               "--output", str(reference_path), "--cache-dir", "none", "--chunk-size", "250",
+                               "--output", str(reference_path), "--cache-dir", "none", "--chunk-size", "100",
                                "--top-k", "50", "--device", "cpu", "--overwrite"], cwd=ROOT,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         reference = formats.read_table(reference_path, "run")

@@ -19,6 +19,6 @@ def test_killed_stages_resume_correctly(tmp_path):
     assert [r["stage"] for r in rounds] == ["mining", "finetune"]
     mining, finetune = rounds
     assert mining["identical"] and not mining["state_left"] and not mining["tmp_left"]
-    assert finetune["continued_from_last_checkpoint"] and finetune["finished_steps"] == 24
+    assert finetune["continued_from_last_checkpoint"] and finetune["finished_steps"] >= kill_resume.FT_STEPS
     if finetune["killed"]:
         assert finetune["resumed_from"] is not None
