@@ -274,22 +274,16 @@ def build_index(model, args: argparse.Namespace, device: str) -> PassageIndex:
         log.info("encoding the first %d passages for the search index", len(texts))
         embeddings = encode_texts(model, texts, batch_size=args.batch_size, progress=True)
         return PassageIndex(_to_device(embeddings, device), pids, source=f"first {len(pids)} passages")
-    embeddings, pids = cached_collection(model, args, device)
+    embeddings, pids = cached_collection(model, args)
     return PassageIndex(_to_device(embeddings, device), pids, source=f"cache {args.cache_dir}")
 
 
-def cached_collection(model, args: argparse.Namespace, device: str) -> tuple[np.ndarray, np.ndarray]:
+def cached_collection(model, args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
     """The whole collection's embeddings from the cache that eval_model.py fills (filled here when missing)."""
-    from .formats import fingerprint
-    from .models import model_fingerprint
     from .search import EmbeddingCache, search_collection
 
     def open_cache() -> EmbeddingCache:
-        # The same key search_collection uses, so the cache one stage wrote is the one read here.
-        return EmbeddingCache(args.cache_dir, model_fp=model_fingerprint(model), collection_path=Path(args.collection),
-                              collection_fp=fingerprint(args.collection), chunk_size=args.chunk_size,
-                              max_seq_length=getattr(model, "max_seq_length", None),
-                              dtype="float16" if str(device).startswith("cuda") else "float32")
+        return EmbeddingCache.for_model(args.cache_dir, model, args.collection, args.chunk_size)
 
     cache = open_cache()
     if cache.total_chunks is None:

@@ -329,6 +329,15 @@ class EmbeddingCache:
             except json.JSONDecodeError:
                 log.warning("unreadable cache manifest %s: rebuilding the cache", self.manifest_path)
 
+    @classmethod
+    def for_model(cls, root, model, collection_path, chunk_size: int, *, model_fp: str | None = None,
+                  collection_fp: str | None = None) -> EmbeddingCache:
+        """The cache of ``model`` over ``collection_path``: every reader and writer builds its key here."""
+        return cls(root, model_fp=model_fp or model_fingerprint(model), collection_path=Path(collection_path),
+                   collection_fp=collection_fp or fingerprint(collection_path), chunk_size=chunk_size,
+                   max_seq_length=getattr(model, "max_seq_length", None),
+                   dtype="float16" if _model_device(model) == "cuda" else "float32")
+
     def _paths(self, index: int) -> tuple[Path, Path]:
         return self.folder / f"chunk_{index:05d}.npy", self.folder / f"chunk_{index:05d}.pids.npy"
 
@@ -494,10 +503,8 @@ def search_collection(model, queries: pd.DataFrame, collection_path, *, top_k: i
     collection_fp = fingerprint(collection_path)
     cache = None
     if cache_dir is not None:
-        cache = EmbeddingCache(cache_dir, model_fp=model_fp, collection_path=collection_path,
-                               collection_fp=collection_fp, chunk_size=chunk_size,
-                               max_seq_length=getattr(model, "max_seq_length", None),
-                               dtype="float16" if device == "cuda" else "float32")
+        cache = EmbeddingCache.for_model(cache_dir, model, collection_path, chunk_size, model_fp=model_fp,
+                                         collection_fp=collection_fp)
 
     positives_q, positives_pid = _positive_pairs(qrels, qids)
     meta = {"model_fingerprint": model_fp, "collection_fingerprint": collection_fp, "chunk_size": chunk_size,
