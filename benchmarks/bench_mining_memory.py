@@ -24,31 +24,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from msmarco_ft.models import build_random_model  # noqa: E402
 from msmarco_ft.sample import write_sample  # noqa: E402
 
 # Runs the command and prints its peak RSS in KiB (Linux ru_maxrss units).
 MEASURE = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL, "
            "stderr=subprocess.DEVNULL); print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
-
-
-def random_model(folder: Path) -> Path:
-    import torch
-    from sentence_transformers import SentenceTransformer, models
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    from msmarco_ft.models import bundled_model_path
-
-    torch.manual_seed(0)
-    tokenizer = AutoTokenizer.from_pretrained(str(bundled_model_path()))
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=384, num_hidden_layers=1, num_attention_heads=6,
-                        intermediate_size=768, max_position_embeddings=128)
-    raw = folder / "raw"
-    BertModel(config).save_pretrained(raw)
-    tokenizer.save_pretrained(raw)
-    word = models.Transformer(str(raw), max_seq_length=64)
-    model = SentenceTransformer(modules=[word, models.Pooling(384, "mean"), models.Normalize()], device="cpu")
-    model.save(str(folder / "model"))
-    return folder / "model"
 
 
 def peak_rss_mib(command: list[str]) -> tuple[float, float]:
@@ -70,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work_dir or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        model = random_model(work)
+        model = build_random_model(work, hidden=384, layers=1, heads=6)
         sizes = {"1x": args.passages, f"{args.factor}x": args.passages * args.factor}
         for label, passages in sizes.items():
             write_sample(work / label, passages, args.train_queries, 50, seed=13)

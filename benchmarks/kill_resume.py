@@ -28,13 +28,7 @@ FT_STEPS = 60
 sys.path.insert(0, str(ROOT))
 
 from msmarco_ft import cli, formats  # noqa: E402
-
-
-def tiny_model(folder: Path) -> Path:
-    sys.path.insert(0, str(ROOT / "tests"))
-    from conftest import build_tiny_model
-
-    return build_tiny_model(folder)
+from msmarco_ft.models import build_random_model  # noqa: E402
 
 
 def make_data(folder: Path, passages: int, queries: int, seed: int) -> dict[str, Path]:
@@ -137,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     rng = random.Random(args.seed)
-    model = str(tiny_model(work / "model")) if args.model == "tiny" else args.model
+    model = str(build_random_model(work / "model")) if args.model == "tiny" else args.model
     files = make_data(work / "data", passages=2000, queries=120, seed=args.seed)
     results = []
     if "mining" in args.stages:

@@ -185,3 +185,28 @@ def model_label(name: str) -> str:
     path = Path(name)
     label = path.name if path.exists() else name.split("/")[-1]
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in label) or "model"
+
+
+def build_random_model(folder, *, hidden: int = 32, layers: int = 2, heads: int = 2, seed: int = 0) -> Path:
+    """A randomly initialised BERT with the bundled tokenizer, mean pooling and Normalize, like the real model.
+
+    For tests and benchmarks where the pipeline matters and the model's quality does not.
+    """
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers import models as st_models
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    folder = Path(folder)
+    torch.manual_seed(seed)
+    tokenizer = AutoTokenizer.from_pretrained(str(bundled_model_path()))
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=hidden, num_hidden_layers=layers,
+                        num_attention_heads=heads, intermediate_size=2 * hidden, max_position_embeddings=128)
+    raw = folder / "raw"
+    BertModel(config).save_pretrained(raw)
+    tokenizer.save_pretrained(raw)
+    word = st_models.Transformer(str(raw), max_seq_length=64)
+    model = SentenceTransformer(modules=[word, st_models.Pooling(hidden, "mean"), st_models.Normalize()],
+                                device="cpu")
+    out = folder / "model"
+    model.save(str(out))
+    return out
