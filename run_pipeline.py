@@ -13,8 +13,6 @@ seconds and a killed one continues where it stopped.
 
 from __future__ import annotations
 
-import json
-import logging
 import sys
 from pathlib import Path
 
@@ -22,7 +20,6 @@ from msmarco_ft import cli
 from msmarco_ft.models import DEFAULT_MODEL
 from msmarco_ft.pipeline import Runner, Stage, StageFailed
 
-log = logging.getLogger("run_pipeline")
 ROOT = Path(__file__).resolve().parent
 RECIPES = ("full-hard", "full-random", "lora-hard", "lora-random")
 # Sample sizes and training budgets: the full demo fits 20 minutes on a 2-core CPU; --quick is a smoke run.
@@ -160,7 +157,6 @@ def main(argv: list[str] | None = None) -> int:
     report = out / "report" / "report.md"
     print(report.read_text() if report.exists() else "")
     print(f"pipeline finished in {total:.0f} s; report: {report}")
-    log.debug(json.dumps(runner.timings))
     return 0
 
 

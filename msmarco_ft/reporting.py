@@ -78,13 +78,8 @@ def _find_metrics_file(path: Path) -> Path:
 def load_evaluation(path, name: str | None = None) -> Evaluation:
     """Read a metrics.json (or a folder holding exactly one) and its per-query table."""
     path = _find_metrics_file(Path(path))
-    if not path.exists():
-        raise InputError(path, "no such file")
-    try:
-        body = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(path, f"not valid JSON ({exc})") from None
-    if not isinstance(body, dict) or not isinstance(body.get("metrics"), dict) or "per_query" not in body:
+    body = _read_json_object(path)
+    if not isinstance(body.get("metrics"), dict) or "per_query" not in body:
         raise InputError(path, "not a metrics.json from eval_model.py or mrr_calculator.py --output "
                                "(needs 'metrics' and 'per_query')")
     per_query_path = path.parent / body["per_query"]
@@ -161,7 +156,10 @@ def latency_notes(data: dict) -> list[str]:
 
 
 def load_latency(path) -> dict:
-    path = Path(path)
+    return _read_json_object(Path(path))
+
+
+def _read_json_object(path: Path) -> dict:
     if not path.is_file():
         raise InputError(path, "no such file")
     try:
@@ -169,7 +167,7 @@ def load_latency(path) -> dict:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputError(path, f"not valid JSON ({exc})") from None
     if not isinstance(data, dict):
-        raise InputError(path, "latency JSON must be an object")
+        raise InputError(path, "expected a JSON object")
     return data
 
 
